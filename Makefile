@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch: the CPU build where none is installed (this pinned release is a CPU wheel on the
+# machines uniscene is developed on; on a GPU cluster install your CUDA torch first).
+TORCH_SPEC ?= torch==2.13.0
+NUSCENES_DEVKIT ?= nuscenes-devkit==1.2.0
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	tools/install-system-packages
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[poisson,test]"
+	$(PY) -m pip install -q --no-deps "$(NUSCENES_DEVKIT)"
+	touch $@
+
+# The default workflow on the embedded synthetic dataset, then its HTML report.
+demo: setup
+	. $(VENV)/bin/activate && snakemake --profile profiles/local all
+	. $(VENV)/bin/activate && snakemake --report results/report.html
+
+test: setup
+	. $(VENV)/bin/activate && python -m pytest -q tests
+
+bench: setup
+	. $(VENV)/bin/activate && for b in benchmarks/bench_*.py; do python $$b; done
+
+clean:
+	rm -rf results logs data/synthetic .snakemake

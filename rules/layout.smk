@@ -1,0 +1,16 @@
+rule layout_rasterise:
+    input:
+        frames="results/scenes/{scene}/frames.zarr",
+    output:
+        store=directory("results/scenes/{scene}/layout.zarr"),
+        preview=report("results/scenes/{scene}/layout.png", caption="../workflow/report/layout.rst", category="layout"),
+    log:
+        "logs/layout_rasterise/{scene}.log",
+    benchmark:
+        "logs/layout_rasterise/{scene}.benchmark.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 1
+    shell:
+        "uniscene layout --config {params.config:q} --frames {input.frames:q} --out {output.store:q} "
+        "--preview {output.preview:q} > {log} 2>&1"

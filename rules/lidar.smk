@@ -1,0 +1,35 @@
+rule lidar_train:
+    input:
+        frames=expand("results/scenes/{scene}/frames.zarr", scene=TRAIN_SCENES),
+        occupancy=expand("results/scenes/{scene}/occ_label.zarr", scene=TRAIN_SCENES),
+    output:
+        directory("results/models/lidar"),
+    log:
+        "logs/lidar_train/lidar.log",
+    benchmark:
+        "logs/lidar_train/lidar.benchmark.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 2
+    shell:
+        "uniscene train-lidar --config {params.config:q} --frames {input.frames:q} "
+        "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"
+
+
+rule lidar_generate:
+    input:
+        model="results/models/lidar",
+        frames="results/scenes/{scene}/frames.zarr",
+        occupancy=lambda w: occupancy_store(w.scene, "lidar"),
+    output:
+        directory("results/scenes/{scene}/lidar.zarr"),
+    log:
+        "logs/lidar_generate/{scene}.log",
+    benchmark:
+        "logs/lidar_generate/{scene}.benchmark.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 2
+    shell:
+        "uniscene lidar --config {params.config:q} --model {input.model:q} --frames {input.frames:q} "
+        "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"

@@ -1,0 +1,18 @@
+rule render_gaussians:
+    input:
+        frames="results/scenes/{scene}/frames.zarr",
+        occupancy=lambda w: occupancy_store(w.scene, "render"),
+        layout="results/scenes/{scene}/layout.zarr",
+    output:
+        store=directory("results/scenes/{scene}/render.zarr"),
+        preview=report("results/scenes/{scene}/render.png", caption="../workflow/report/render.rst", category="render"),
+    log:
+        "logs/render_gaussians/{scene}.log",
+    benchmark:
+        "logs/render_gaussians/{scene}.benchmark.tsv"
+    params:
+        config=CONFIG_JSON,
+    threads: 2
+    shell:
+        "uniscene render --config {params.config:q} --frames {input.frames:q} --occupancy {input.occupancy:q} "
+        "--layout {input.layout:q} --out {output.store:q} --preview {output.preview:q} > {log} 2>&1"

@@ -1,0 +1,67 @@
+"""`uniscene <stage>`: one subcommand per pipeline stage; the Snakemake rules call these.
+
+Each subcommand lives in `uniscene/commands/<name>.py`, which defines `HELP`,
+`add_arguments(parser)` and `main(args, config)`. Modules are imported only when their
+subcommand runs, so `uniscene --help` stays fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+from uniscene import __version__
+from uniscene.errors import UserError
+
+COMMANDS = {
+    "synth": "write the embedded synthetic dataset (nuScenes format) and its ground truth",
+    "frames": "12 Hz frames of one scene: poses, cameras, LiDAR, interpolated boxes",
+    "occ-label": "semantic occupancy labels of one scene from aggregated LiDAR",
+    "layout": "BEV layouts of one scene (map layers and object footprints)",
+    "layout-edit": "edit a layout store: drop, add, move or re-class objects",
+    "render": "render occupancy into per-camera semantic and depth maps",
+    "train-lidar": "train the LiDAR generator on label occupancy",
+    "lidar": "generate LiDAR sweeps of one scene from occupancy",
+    "metrics": "score a stage against the synthetic ground truth",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"uniscene.commands.{name.replace('-', '_')}")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uniscene", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"uniscene {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<stage>")
+    for name, help_text in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.add_argument(
+            "--config", default="config.yaml",
+            help="config YAML file, or inline YAML/JSON (the rules pass Snakemake's resolved config)",
+        )
+        if name == command:
+            _module(name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        from uniscene.config import load_config
+
+        config = load_config(args.config)
+        _module(args.command).main(args, config)
+    except UserError as error:
+        print(f"uniscene {args.command}: error: {error}", file=sys.stderr)
+        return UserError.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The occupancy grid: an ego-frame box (x forward, y left, z up) cut into cubic voxels.
+
+Arrays on the grid are indexed [x, y, z]. The default is DESIGN.md's Occ3D grid:
+range [-40, -40, -1, 40, 40, 5.4] m at 0.4 m, shape (200, 200, 16).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from uniscene.errors import UserError
+
+
+@dataclass(frozen=True)
+class OccGrid:
+    range_m: tuple  # (x_min, y_min, z_min, x_max, y_max, z_max), metres, ego frame
+    voxel_size_m: float
+
+    def __post_init__(self):
+        if len(self.range_m) != 6:
+            raise UserError(f"grid.range_m must have 6 numbers (x_min y_min z_min x_max y_max z_max), got {list(self.range_m)}")
+        if self.voxel_size_m <= 0:
+            raise UserError(f"grid.voxel_size_m must be positive, got {self.voxel_size_m}")
+        extent = np.asarray(self.range_m[3:]) - np.asarray(self.range_m[:3])
+        cells = extent / self.voxel_size_m
+        if np.any(extent <= 0) or not np.allclose(cells, np.round(cells), atol=1e-6):
+            raise UserError(
+                f"grid.range_m {list(self.range_m)} must span a whole number of voxels of "
+                f"grid.voxel_size_m={self.voxel_size_m} along each axis"
+            )
+
+    @classmethod
+    def from_config(cls, config: dict) -> "OccGrid":
+        grid = config.get("grid", {})
+        return cls(tuple(float(v) for v in grid.get("range_m", (-40, -40, -1, 40, 40, 5.4))), float(grid.get("voxel_size_m", 0.4)))
+
+    @property
+    def lower_m(self) -> np.ndarray:  # [3]
+        return np.asarray(self.range_m[:3], dtype=np.float64)
+
+    @property
+    def upper_m(self) -> np.ndarray:  # [3]
+        return np.asarray(self.range_m[3:], dtype=np.float64)
+
+    @property
+    def shape(self) -> tuple:  # (X, Y, Z)
+        return tuple(int(round(v)) for v in (self.upper_m - self.lower_m) / self.voxel_size_m)
+
+    def voxel_centers(self) -> np.ndarray:
+        """Ego-frame centres of all voxels, [X, Y, Z, 3] float32."""
+        axes = [self.lower_m[i] + (np.arange(n) + 0.5) * self.voxel_size_m for i, n in enumerate(self.shape)]
+        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
+
+    def index_of(self, points_ego: np.ndarray):
+        """Voxel index of ego-frame points [N, 3] -> (ijk [N, 3] int64, inside [N] bool)."""
+        ijk = np.floor((np.asarray(points_ego)[:, :3] - self.lower_m) / self.voxel_size_m).astype(np.int64)
+        inside = np.all((ijk >= 0) & (ijk < np.asarray(self.shape)), axis=1)
+        return ijk, inside
