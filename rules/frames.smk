@@ -1,6 +1,7 @@
 rule frames_interpolate:
     input:
-        dataset_input,
+        dataset=dataset_input,
+        infos=config["dataset"].get("info_pkl") or [],
     output:
         directory("results/scenes/{scene}/frames.zarr"),
     log:
@@ -12,3 +13,22 @@ rule frames_interpolate:
     threads: 1
     shell:
         "uniscene frames --config {params.config:q} --scene {wildcards.scene} --out {output:q} > {log} 2>&1"
+
+
+# On demand (not part of `all`): the frames of a split as an mmdet3d v1.1 info file.
+rule frames_export_infos:
+    input:
+        lambda w: expand("results/scenes/{scene}/frames.zarr", scene={"train": TRAIN_SCENES, "val": VAL_SCENES}[w.split]),
+    output:
+        "results/infos/nuscenes_infos_{split}.pkl",
+    log:
+        "logs/frames_export_infos/{split}.log",
+    benchmark:
+        "logs/frames_export_infos/{split}.benchmark.tsv"
+    params:
+        config=CONFIG_JSON,
+    wildcard_constraints:
+        split="train|val",
+    threads: 1
+    shell:
+        "uniscene frames --config {params.config:q} --export-infos {output:q} --split {wildcards.split} --results results > {log} 2>&1"

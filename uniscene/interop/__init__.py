@@ -1,0 +1,1 @@
+"""Reading and writing other tools' file formats (mmdet3d info files)."""

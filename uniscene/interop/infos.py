@@ -1,0 +1,373 @@
+"""mmdet3d-style info files: export frames as v1.1 `data_list`, read them and UniScene's 12 Hz infos.
+
+Export (`export_infos`): the layout that mmdet3d 1.x reads (`metainfo` + `data_list`, info_version
+1.1), one entry per 12 Hz frame. As in mmdet3d, `ego2global` and `lidar2ego` are those of the
+frame's LiDAR sweep and `instances[*].bbox_3d` is (x, y, z, l, w, h, yaw) of the box centre in
+that sweep's LIDAR_TOP frame, `velocity` (vx, vy) in the same frame; these are the boxes at the
+frame's (camera) time. Paths are relative to the dataset root (set mmdet3d's `data_prefix` to
+''). Points inside boxes are not counted: `num_lidar_pts` is -1 and `bbox_3d_isvalid` True, so
+use `use_valid_flag=True`. uniscene adds keys that mmdet3d ignores and that make the file
+round-trip: per entry `scene_name`, `sample_token`, `is_key_frame`; per image `ego2global` (the
+frame's ego pose), `height`, `width`; per instance `instance_token`, `category_name`,
+`rotation_global` (w, x, y, z) and `velocity_global`.
+
+Import (`read_infos`, `frames_from_infos`): the v1.1 layout above (mmdet3d's own files too) and
+the 12 Hz info files of UniScene users (`nuscenes_interp_12Hz_infos_*.pkl`,
+`nuscenes_advanced_12Hz_infos_*.pkl`: top-level `infos`, per frame `token`, `lidar_path`,
+`timestamp` (us), `ego2global_*`, `lidar2ego_*`, `gt_boxes` (N x 7, mmdet3d >= 1.0 LiDAR boxes:
+x, y, z, l, w, h, yaw), `gt_names`, optional `gt_velocity`, `cams`). Frames are assigned to a
+scene by their LiDAR file, which must be in the scene's LIDAR_TOP chain (files are matched by
+name, so any path prefix works); cameras likewise, and their intrinsics, calibrations and image
+sizes come from the dataset's tables. Instances keep their identity from
+`instance_token` (v1.1) or `instance_tokens` (12 Hz); files without ids (the published 12 Hz
+infos) are associated frame to frame: same name, nearest centre, optimal assignment, at most
+`MAX_ASSOCIATION_M` apart; such tracks are named `track-<n>`. The boxes at every sweep come from
+the 12 Hz boxes by the same interpolation as keyframes (uniscene.frames), holding a one-sided box
+for half a frame interval.
+
+Letters: T frames, B instances, N boxes of one frame, S sweeps.
+"""
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES, LIDARSEG_CLASS_ID, OCC_CLASS_ID
+from uniscene.classes import detection_class_of, occ_class_of
+from uniscene.errors import UserError
+from uniscene.frames import (
+    Boxes, box_variables, camera_variables, instance_variables, interpolate_boxes, sweep_variables,
+)
+from uniscene.geometry import (
+    invert_transform, make_transform, matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion,
+)
+
+INFO_VERSION = "1.1"
+MAX_PREVIOUS_SWEEPS = 10  # mmdet3d's `lidar_sweeps`: the previous sweeps, most recent first
+MAX_ASSOCIATION_M = 3.0  # 12 Hz frames are 83 ms apart: 3 m is 36 m/s
+
+_CACHE = {}  # resolved path -> list[FrameInfo]
+
+
+def _matrix(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64).reshape(4, 4)
+
+
+def _list(matrix: np.ndarray) -> list:
+    return np.asarray(matrix, dtype=np.float64).tolist()
+
+
+# --------------------------------------------------------------------------------------- export
+
+
+def export_entries(frames: xr.Dataset) -> list[dict]:
+    """The v1.1 `data_list` entries of one scene's frames dataset (module docstring)."""
+    f = {name: frames[name].values for name in frames.data_vars}
+    entries = []
+    for i in range(frames.sizes["frame"]):
+        s = int(f["lidar_sweep_index"][i])
+        world_from_lidar = f["world_from_sweep_ego"][s] @ f["ego_from_lidar"][s]
+        lidar_from_world = invert_transform(world_from_lidar)
+        world_from_ego = f["world_from_ego"][i]
+        images = {}
+        for v, camera in enumerate(CAMERA_NAMES):
+            ego_from_cam = f["ego_from_cam"][i, v]
+            images[camera] = {
+                "img_path": str(f["cam_image_path"][i, v]),
+                "cam2img": _list(f["cam_intrinsics"][i, v]),
+                "cam2ego": _list(ego_from_cam),
+                "lidar2cam": _list(invert_transform(world_from_ego @ ego_from_cam) @ world_from_lidar),
+                "timestamp": int(f["cam_timestamp_us"][i, v]) / 1e6,
+                "sample_data_token": str(f["cam_sample_data_token"][i, v]),
+                "ego2global": _list(world_from_ego),
+                "height": int(f["cam_image_size"][v, 0]),
+                "width": int(f["cam_image_size"][v, 1]),
+            }
+        sweeps = []
+        for p in range(s - 1, max(s - 1 - MAX_PREVIOUS_SWEEPS, -1), -1):
+            world_from_sweep = f["world_from_sweep_ego"][p] @ f["ego_from_lidar"][p]
+            sweeps.append({
+                "lidar_points": {
+                    "lidar_path": str(f["sweep_path"][p]),
+                    "lidar2ego": _list(f["ego_from_lidar"][p]),
+                    "lidar2sensor": _list(invert_transform(world_from_sweep) @ world_from_lidar),
+                },
+                "ego2global": _list(f["world_from_sweep_ego"][p]),
+                "timestamp": int(f["sweep_timestamp_us"][p]) / 1e6,
+                "sample_data_token": str(f["sweep_token"][p]),
+            })
+        entries.append({
+            "token": str(f["frame_token"][i]),
+            "sample_token": str(f["sample_token"][i]),
+            "scene_name": frames.attrs["scene"],
+            "is_key_frame": bool(f["is_keyframe"][i]),
+            "timestamp": int(f["timestamp_us"][i]) / 1e6,
+            "ego2global": _list(f["world_from_sweep_ego"][s]),
+            "lidar_points": {
+                "num_pts_feats": 5,
+                "lidar_path": str(f["sweep_path"][s]),
+                "lidar2ego": _list(f["ego_from_lidar"][s]),
+                "sample_data_token": str(f["sweep_token"][s]),
+                "timestamp": int(f["sweep_timestamp_us"][s]) / 1e6,
+            },
+            "lidar_sweeps": sweeps,
+            "images": images,
+            "instances": _export_instances(f, i, lidar_from_world),
+        })
+    return entries
+
+
+def _export_instances(f: dict, i: int, lidar_from_world: np.ndarray) -> list[dict]:
+    valid = np.flatnonzero(f["box_valid"][i])
+    center = f["box_center"][i, valid] @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]  # [N, 3]
+    rotation = lidar_from_world[:3, :3] @ quaternion_to_matrix(f["box_rotation"][i, valid])  # [N, 3, 3]
+    yaw = np.arctan2(rotation[:, 1, 0], rotation[:, 0, 0])
+    velocity = f["box_velocity"][i, valid].astype(np.float64) @ lidar_from_world[:3, :3].T  # [N, 3]
+    w, l, h = f["box_size"][i, valid].astype(np.float64).T
+    out = []
+    for n, b in enumerate(valid):
+        label = int(f["box_class"][b])
+        out.append({
+            "bbox_3d": [*center[n].tolist(), float(l[n]), float(w[n]), float(h[n]), float(yaw[n])],
+            "bbox_label": label,
+            "bbox_label_3d": label,
+            "bbox_3d_isvalid": True,
+            "velocity": velocity[n, :2].tolist(),
+            "num_lidar_pts": -1,
+            "num_radar_pts": -1,
+            "instance_token": str(f["box_instance_token"][b]),
+            "category_name": str(f["box_category"][b]),
+            "rotation_global": f["box_rotation"][i, b].tolist(),
+            "velocity_global": f["box_velocity"][i, b].astype(np.float64).tolist(),
+        })
+    return out
+
+
+def export_infos(frames_list, path) -> Path:
+    """Write frames datasets (one per scene) as one mmdet3d v1.1 info pkl."""
+    frames_list = list(frames_list)
+    data_list = [entry for frames in frames_list for entry in export_entries(frames)]
+    for index, entry in enumerate(data_list):
+        entry["sample_idx"] = index
+    version = frames_list[0].attrs.get("version", "") if frames_list else ""
+    payload = {
+        "metainfo": {
+            "categories": {name: i for i, name in enumerate(DETECTION_CLASS_NAMES)},
+            "dataset": "nuscenes",
+            "version": version,
+            "info_version": INFO_VERSION,
+        },
+        "data_list": data_list,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------- import
+
+
+@dataclass
+class FrameInfo:
+    """One frame of an info file, in uniscene's conventions (world frame boxes, 4x4 transforms)."""
+
+    token: str
+    timestamp_us: int
+    world_from_ego: np.ndarray  # [4, 4] the frame's ego pose
+    lidar_name: str  # file name of the LiDAR sweep
+    cam_name: dict  # camera -> image file name
+    box_center: np.ndarray  # [N, 3]
+    box_size: np.ndarray  # [N, 3] (w, l, h)
+    box_rotation: np.ndarray  # [N, 4]
+    box_velocity: np.ndarray  # [N, 3]
+    box_name: np.ndarray  # [N] str, full category or detection name
+    box_instance: np.ndarray | None = field(default=None)  # [N] str, or None when the file has no ids
+
+
+def read_infos(path) -> list[FrameInfo]:
+    """Frames of an info pkl (v1.1 `data_list` or 12 Hz `infos`), loaded once per process."""
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _CACHE:
+        return _CACHE[key]
+    if not path.is_file():
+        raise UserError(f"info file {path} (dataset.info_pkl) does not exist: point dataset.info_pkl to it, or set it to null")
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)
+    except Exception as error:  # pickle raises many types for a damaged or foreign file
+        raise UserError(f"info file {path} cannot be unpickled ({error}): download it again") from error
+    try:
+        if isinstance(payload, dict) and "data_list" in payload:
+            frames = [_from_v11(entry) for entry in payload["data_list"]]
+        elif isinstance(payload, dict) and "infos" in payload:
+            frames = [_from_12hz(entry) for entry in payload["infos"]]
+        else:
+            raise UserError(f"info file {path} has neither 'data_list' (mmdet3d v1.1) nor 'infos' (12 Hz infos) at its top level")
+    except (KeyError, ValueError, TypeError) as error:
+        raise UserError(f"info file {path} lacks or has a malformed field ({type(error).__name__}: {error}): it is not a nuScenes info file") from error
+    _CACHE[key] = frames
+    return frames
+
+
+def _boxes_from_lidar(gt_boxes: np.ndarray, velocity_xy: np.ndarray, world_from_lidar: np.ndarray):
+    """LiDAR-frame boxes (x, y, z, l, w, h, yaw) [N, 7] and (vx, vy) [N, 2] -> world centre, wlh, quaternion, velocity."""
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 7)
+    center = gt_boxes[:, :3] @ world_from_lidar[:3, :3].T + world_from_lidar[:3, 3]
+    rotation = matrix_to_quaternion(world_from_lidar[:3, :3] @ quaternion_to_matrix(yaw_to_quaternion(gt_boxes[:, 6])))
+    velocity = np.concatenate([np.nan_to_num(np.asarray(velocity_xy, np.float64).reshape(-1, 2)), np.zeros((len(gt_boxes), 1))], 1)
+    return center, gt_boxes[:, [4, 3, 5]], rotation, velocity @ world_from_lidar[:3, :3].T
+
+
+def _from_v11(entry: dict) -> FrameInfo:
+    world_from_lidar_ego = _matrix(entry["ego2global"])
+    world_from_lidar = world_from_lidar_ego @ _matrix(entry["lidar_points"]["lidar2ego"])
+    images = entry["images"]
+    instances = entry.get("instances", [])
+    center, size, rotation, velocity = _boxes_from_lidar(
+        [inst["bbox_3d"][:7] for inst in instances], [inst.get("velocity", [0.0, 0.0])[:2] for inst in instances], world_from_lidar
+    )
+    if all("rotation_global" in inst for inst in instances):  # uniscene's own file: exact rotation and velocity
+        rotation = np.array([inst["rotation_global"] for inst in instances], dtype=np.float64).reshape(-1, 4)
+        velocity = np.array([inst["velocity_global"] for inst in instances], dtype=np.float64).reshape(-1, 3)
+    names = [inst.get("category_name") or _label_name(inst.get("bbox_label_3d", -1)) for inst in instances]
+    ids = [inst.get("instance_token") for inst in instances]
+    front = images.get(CAMERA_NAMES[0], {})
+    return FrameInfo(
+        token=str(entry["token"]),
+        timestamp_us=int(round(float(entry["timestamp"]) * 1e6)),
+        world_from_ego=_matrix(front["ego2global"]) if "ego2global" in front else world_from_lidar_ego,
+        lidar_name=Path(entry["lidar_points"]["lidar_path"]).name,
+        cam_name={c: Path(i["img_path"]).name for c, i in images.items()},
+        box_center=center, box_size=size, box_rotation=rotation, box_velocity=velocity,
+        box_name=np.array(names, dtype=object),
+        box_instance=np.array(ids, dtype=object) if instances and all(ids) else (None if instances else np.array([], dtype=object)),
+    )
+
+
+def _label_name(label: int) -> str:
+    return DETECTION_CLASS_NAMES[label] if 0 <= label < len(DETECTION_CLASS_NAMES) else "ignore"
+
+
+def _from_12hz(info: dict) -> FrameInfo:
+    world_from_ego = make_transform(info["ego2global_rotation"], info["ego2global_translation"])
+    world_from_lidar = world_from_ego @ make_transform(info["lidar2ego_rotation"], info["lidar2ego_translation"])
+    gt_boxes = np.asarray(info.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
+    velocity_xy = info.get("gt_velocity", np.zeros((len(gt_boxes), 2)))
+    center, size, rotation, velocity = _boxes_from_lidar(gt_boxes, velocity_xy, world_from_lidar)
+    cams = info["cams"]
+    front = cams.get(CAMERA_NAMES[0], {})
+    if "ego2global_rotation" in front:  # the pose of the frame's own camera capture
+        world_from_ego = make_transform(front["ego2global_rotation"], front["ego2global_translation"])
+    ids = info.get("instance_tokens")
+    return FrameInfo(
+        token=str(info["token"]),
+        timestamp_us=int(info["timestamp"]),
+        world_from_ego=world_from_ego,
+        lidar_name=Path(info["lidar_path"]).name,
+        cam_name={c: Path(i["data_path"]).name for c, i in cams.items()},
+        box_center=center, box_size=size, box_rotation=rotation, box_velocity=velocity,
+        box_name=np.asarray(info.get("gt_names", []), dtype=object).reshape(-1),
+        box_instance=None if ids is None else np.asarray(ids, dtype=object).reshape(-1),
+    )
+
+
+def associate(frames: list[FrameInfo], max_distance_m: float = MAX_ASSOCIATION_M) -> list[np.ndarray]:
+    """Track ids (`track-<n>`) per box of consecutive frames: same name, optimal nearest-centre matching."""
+    from scipy.optimize import linear_sum_assignment
+
+    ids, next_id = [], 0
+    for t, frame in enumerate(frames):
+        current = np.empty(len(frame.box_center), dtype=object)
+        if t and len(current) and len(frames[t - 1].box_center):
+            previous = frames[t - 1]
+            cost = np.linalg.norm(previous.box_center[:, None, :2] - frame.box_center[None, :, :2], axis=-1)  # [Np, N]
+            cost[previous.box_name[:, None] != frame.box_name[None, :]] = np.inf
+            cost = np.where(cost <= max_distance_m, cost, 1e9)
+            rows, cols = linear_sum_assignment(cost)
+            for r, c in zip(rows, cols):
+                if cost[r, c] < 1e9:
+                    current[c] = ids[t - 1][r]
+        for n in range(len(current)):
+            if current[n] is None:
+                current[n], next_id = f"track-{next_id:05d}", next_id + 1
+        ids.append(current)
+    return ids
+
+
+def _class_ids(name: str) -> tuple[int, int]:
+    """(detection class, occupancy class) of a full category name or a detection class name."""
+    if name in LIDARSEG_CLASS_ID:
+        return detection_class_of(name), occ_class_of(name)
+    return DETECTION_CLASS_ID.get(name, -1), OCC_CLASS_ID.get(name, 0)
+
+
+def frames_from_infos(infos: list[FrameInfo], scene: str, dataroot, version: str, hold_one_sided_s: float) -> xr.Dataset:
+    """The frames dataset of `scene` from an info file's frames; sweeps and files from the dataset's tables."""
+    from uniscene.data.reader import open_dataset, scene_data
+
+    data = scene_data(open_dataset(dataroot, version), scene, CAMERA_NAMES + (LIDAR_NAME,))
+    lidar = data.chains[LIDAR_NAME]
+    sweep_of = {Path(p).name: s for s, p in enumerate(lidar.filename)}
+    frames = sorted((f for f in infos if f.lidar_name in sweep_of), key=lambda f: f.timestamp_us)
+    if not frames:
+        raise UserError(f"info file (dataset.info_pkl) has no frame whose LiDAR file is in scene '{scene}': use the info file of that split")
+    if len({f.timestamp_us for f in frames}) != len(frames):
+        raise UserError(f"info file (dataset.info_pkl) has two frames of scene '{scene}' at one timestamp: it is corrupt")
+    t_us = np.array([f.timestamp_us for f in frames], dtype=np.int64)
+
+    # 1. cameras: the captures the file names, found in each camera's chain by file name
+    cam_index = np.zeros((len(frames), len(CAMERA_NAMES)), dtype=np.int64)  # [T, V]
+    for v, camera in enumerate(CAMERA_NAMES):
+        by_name = {Path(p).name: j for j, p in enumerate(data.chains[camera].filename)}
+        for i, frame in enumerate(frames):
+            if frame.cam_name.get(camera) not in by_name:
+                raise UserError(
+                    f"info frame '{frame.token}' of scene '{scene}' has no {camera} image of the dataset "
+                    f"({frame.cam_name.get(camera)}): the info file and dataset.dataroot do not match"
+                )
+            cam_index[i, v] = by_name[frame.cam_name[camera]]
+
+    # 2. boxes: one slot per instance, [T, B]
+    ids = [f.box_instance for f in frames]
+    if any(i is None for i in ids):
+        ids = associate(frames)
+    slot = {}
+    for per_frame in ids:
+        for instance in per_frame:
+            slot.setdefault(instance, len(slot))
+    b = len(slot)
+    center, size, velocity = (np.zeros((len(frames), b, 3)) for _ in range(3))
+    rotation = np.tile([1.0, 0.0, 0.0, 0.0], (len(frames), b, 1))
+    valid = np.zeros((len(frames), b), dtype=bool)
+    names = [""] * b
+    for i, (frame, per_frame) in enumerate(zip(frames, ids)):
+        index = np.array([slot[x] for x in per_frame], dtype=np.int64)
+        center[i, index], size[i, index] = frame.box_center, frame.box_size
+        rotation[i, index], velocity[i, index], valid[i, index] = frame.box_rotation, frame.box_velocity, True
+        for n, bi in enumerate(index):
+            names[bi] = names[bi] or str(frame.box_name[n])
+    classes = [_class_ids(n) for n in names]
+    frame_boxes = Boxes(center=center, size=size, rotation=rotation, velocity=velocity, valid=valid)
+
+    # 3. boxes at every sweep: the 12 Hz boxes interpolated, a one-sided box held half a frame interval
+    half_frame_s = 0.5 * float(np.median(np.diff(t_us))) * 1e-6 if len(t_us) > 1 else hold_one_sided_s
+    sweep_boxes = interpolate_boxes(t_us, center, size, rotation, valid, lidar.timestamp_us, half_frame_s)
+
+    out = {"world_from_ego": (("frame", "row", "col"), np.stack([f.world_from_ego for f in frames]))}
+    out.update(camera_variables(data.chains, cam_index))
+    out["timestamp_us"] = ("frame", t_us)  # the file's frame time (its CAM_FRONT capture's for uniscene's files)
+    out["lidar_sweep_index"] = ("frame", np.array([sweep_of[f.lidar_name] for f in frames], dtype=np.int64))
+    out.update(sweep_variables(lidar, data.lidarseg_filename))
+    out.update(instance_variables(list(slot), names, [c[0] for c in classes], [c[1] for c in classes]))
+    out.update(box_variables(frame_boxes, "frame", "box_"))
+    out.update(box_variables(sweep_boxes, "sweep", "sweep_box_"))
+    return xr.Dataset(out, attrs={"scene": scene, "location": data.location, "camera_names": list(CAMERA_NAMES)})
