@@ -1,0 +1,83 @@
+"""PNG previews for the report: colour-coded BEV layouts, a few frames side by side.
+
+Images are drawn as a driver's map: forward (+x) up, left (+y) to the left, axes in metres.
+Letters: T frames, C channels, X Y grid cells.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from uniscene.classes import LAYOUT_CHANNEL_NAMES, MAP_LAYER_NAMES, OCC_CLASS_ID, OCC_COLORS
+from uniscene.grid import OccGrid
+
+# Display colours (RGB) of the layout channels: map layers, then objects in the occupancy colours.
+LAYOUT_COLORS = np.concatenate([
+    np.array([
+        (105, 105, 105),  # drivable_area
+        (240, 240, 240),  # ped_crossing
+        (170, 110, 190),  # walkway
+        (230, 40, 40),  # stop_line
+        (70, 130, 180),  # carpark_area
+        (255, 215, 0),  # road_divider
+        (250, 250, 210),  # lane_divider
+        (130, 130, 100),  # road_block
+    ], dtype=np.uint8),
+    OCC_COLORS[[OCC_CLASS_ID[name] for name in LAYOUT_CHANNEL_NAMES[len(MAP_LAYER_NAMES):]]],
+])  # [C, 3]
+# Areas first (road blocks and car parks under the drivable area's markings), lines and objects on top.
+_PAINT_ORDER = [LAYOUT_CHANNEL_NAMES.index(name) for name in (
+    "drivable_area", "road_block", "carpark_area", "walkway", "ped_crossing", "stop_line", "road_divider", "lane_divider",
+)] + list(range(len(MAP_LAYER_NAMES), len(LAYOUT_CHANNEL_NAMES)))
+_ALPHA = {"road_block": 0.35}  # road blocks cover roads: a tint, not a fill
+_BACKGROUND = np.array((25, 25, 25), dtype=np.float32)
+EGO_LENGTH_M, EGO_WIDTH_M = 4.1, 1.7  # about the nuScenes car
+
+
+def layout_rgb(layout: np.ndarray) -> np.ndarray:
+    """Colour-coded layout of one frame: [C, X, Y] bool -> [X, Y, 3] uint8 (indexed like the grid)."""
+    if layout.ndim != 3 or layout.shape[0] != len(LAYOUT_CHANNEL_NAMES):
+        raise ValueError(f"layout must be [{len(LAYOUT_CHANNEL_NAMES)}, X, Y], got {layout.shape}")
+    rgb = np.broadcast_to(_BACKGROUND, layout.shape[1:] + (3,)).copy()
+    for channel in _PAINT_ORDER:
+        alpha = _ALPHA.get(LAYOUT_CHANNEL_NAMES[channel], 1.0)
+        mask = layout[channel]
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * LAYOUT_COLORS[channel]
+    return rgb.round().astype(np.uint8)
+
+
+def save_layout_preview(path, layout: np.ndarray, grid: OccGrid, frame_indices, titles=None) -> Path:
+    """A PNG of a few frames of a layout [T, C, X, Y] bool, ego marked, with a legend; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Polygon
+
+    frame_indices = list(frame_indices)
+    titles = titles or [f"frame {i}" for i in frame_indices]
+    x_min, y_min = grid.lower_m[:2]
+    x_max, y_max = grid.upper_m[:2]
+    fig, axes = plt.subplots(1, len(frame_indices), figsize=(3.6 * len(frame_indices), 4.6), squeeze=False)
+    for ax, index, title in zip(axes[0], frame_indices, titles):
+        # [X, Y, 3] -> image rows from +x down, columns from +y (left) to the right.
+        ax.imshow(layout_rgb(layout[index])[::-1, ::-1], extent=(y_max, y_min, x_min, x_max), interpolation="nearest")
+        ego = np.array([(0, EGO_LENGTH_M / 2), (EGO_WIDTH_M / 2, -EGO_LENGTH_M / 2), (-EGO_WIDTH_M / 2, -EGO_LENGTH_M / 2)])
+        ax.add_patch(Polygon(ego, closed=True, facecolor="white", edgecolor="black", linewidth=0.8))  # (y, x) points
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("y (m, left)", fontsize=7)
+        ax.set_ylabel("x (m, forward)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(False)
+    handles = [Patch(color=LAYOUT_COLORS[c] / 255, label=LAYOUT_CHANNEL_NAMES[c]) for c in range(len(LAYOUT_CHANNEL_NAMES))]
+    handles.append(Patch(facecolor="white", edgecolor="black", label="ego"))
+    fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=6, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
