@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,15 @@ def _encoding(dataset: xr.Dataset, frame_chunk: int) -> dict:
 
 
 def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, inputs=(), seed=None,
-                frame_chunk: int = 1) -> Path:
-    """Write `dataset` to the Zarr v3 store `path` atomically, with provenance attributes."""
+                frame_chunk: int = 1, more_frames=()) -> Path:
+    """Write `dataset` to the Zarr v3 store `path` atomically, with provenance attributes.
+
+    `more_frames`: an iterable of datasets holding only `frame` variables, appended along `frame`
+    after `dataset` (a stage too big for memory writes its frames batch by batch).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dataset = dataset.copy()
-    for name, var in dataset.data_vars.items():
-        if var.dtype.kind == "U":  # fixed-width unicode has no zarr v3 spec: store as vlen strings
-            dataset[name] = var.astype(object)
+    dataset = _vlen_strings(dataset)
     dataset.attrs[PROVENANCE_KEY] = json.loads(
         json.dumps(provenance(stage, config_subset, inputs, seed), default=_json_default)
     )
@@ -106,6 +108,9 @@ def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, i
         shutil.rmtree(tmp)
     try:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(dataset, frame_chunk))
+        for part in more_frames:  # an append replaces the root attributes: carry the provenance along
+            part = _vlen_strings(part).assign_attrs(dataset.attrs)
+            part.to_zarr(tmp, append_dim="frame", zarr_format=3, consolidated=False)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -113,6 +118,15 @@ def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, i
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _vlen_strings(dataset: xr.Dataset) -> xr.Dataset:
+    """A copy with fixed-width unicode variables as variable-length strings (the former has no zarr v3 spec)."""
+    dataset = dataset.copy()
+    for name, var in dataset.data_vars.items():
+        if var.dtype.kind == "U":
+            dataset[name] = var.astype(object)
+    return dataset
 
 
 def _json_default(value):
@@ -136,7 +150,9 @@ def open_store(path, stage: str | None = None) -> xr.Dataset:
     if not (path / "zarr.json").is_file():
         raise UserError(f"store {path} is incomplete (no zarr.json): delete it and rerun the stage that writes it")
     try:
-        dataset = xr.open_zarr(path, consolidated=False, zarr_format=3)
+        with warnings.catch_warnings():  # Snakemake marks directory() outputs with a file zarr does not know
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*not recognized")
+            dataset = xr.open_zarr(path, consolidated=False, zarr_format=3)
     except Exception as error:  # zarr raises many types for damaged stores
         raise UserError(f"store {path} cannot be read ({error}): delete it and rerun the stage that writes it") from error
     meta = dataset.attrs.get(PROVENANCE_KEY)
