@@ -13,6 +13,8 @@ rule render_gaussians:
     params:
         config=CONFIG_JSON,
     threads: 2
+    resources:
+        mem_mb=8000,
     shell:
         "uniscene render --config {params.config:q} --frames {input.frames:q} --occupancy {input.occupancy:q} "
         "--layout {input.layout:q} --out {output.store:q} --preview {output.preview:q} > {log} 2>&1"
