@@ -22,7 +22,8 @@ rule lidar_generate:
         frames="results/scenes/{scene}/frames.zarr",
         occupancy=lambda w: occupancy_store(w.scene, "lidar"),
     output:
-        directory("results/scenes/{scene}/lidar.zarr"),
+        store=directory("results/scenes/{scene}/lidar.zarr"),
+        sweeps=directory("results/scenes/{scene}/lidar_pcd"),
     log:
         "logs/lidar_generate/{scene}.log",
     benchmark:
@@ -32,4 +33,4 @@ rule lidar_generate:
     threads: 2
     shell:
         "uniscene lidar --config {params.config:q} --model {input.model:q} --frames {input.frames:q} "
-        "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"
+        "--occupancy {input.occupancy:q} --out {output.store:q} --export {output.sweeps:q} > {log} 2>&1"

@@ -23,7 +23,8 @@ END_RANGE = 2  # reached its max range inside the grid (e.g. a LiDAR return)
 class Traversal:
     """Result of `traverse_grid`.
 
-    visited: [X, Y, Z] bool, voxels that some ray crossed before the voxel where it ended.
+    visited: [X, Y, Z] bool ([G, X, Y, Z] with grid_index), voxels that some ray crossed before the
+        voxel where it ended.
     end_voxel: [N, 3] int64, the voxel where each ray ended (-1 where it ended outside).
     end_range_m: [N] float32, distance along the ray to where it entered `end_voxel` (inf if none).
     end_reason: [N] int8, END_EXITED, END_OCCUPIED or END_RANGE.
@@ -40,22 +41,38 @@ def traverse_grid(
     origins: torch.Tensor,  # [N, 3] ego-frame metres
     directions: torch.Tensor,  # [N, 3] unit vectors
     max_range_m: torch.Tensor | float = float("inf"),  # [N] or scalar
-    occupied: torch.Tensor | None = None,  # [X, Y, Z] bool: rays stop at the first occupied voxel
+    occupied: torch.Tensor | None = None,  # [X, Y, Z] bool (or [G, X, Y, Z] with grid_index): rays stop at the first occupied voxel
+    grid_index: torch.Tensor | None = None,  # [N] int64: each ray walks its own one of G grids (frames of a batch)
+    num_grids: int | None = None,  # G, where occupied is None
 ) -> Traversal:
-    """Walk each ray voxel by voxel from its origin until it is stopped or leaves the grid."""
+    """Walk each ray voxel by voxel from its origin until it is stopped or leaves the grid.
+
+    With `grid_index`, G grids of the same geometry (e.g. the frames of a batch, each with its own
+    occupancy) are walked in one loop, and `visited` is [G, X, Y, Z].
+    """
     if origins.ndim != 2 or origins.shape[1] != 3 or directions.shape != origins.shape:
         raise ValueError(f"origins and directions must both be [N, 3], got {tuple(origins.shape)} and {tuple(directions.shape)}")
     device = origins.device
-    shape = torch.tensor(grid.shape, device=device)
-    if occupied is not None and tuple(occupied.shape) != grid.shape:
-        raise ValueError(f"occupied has shape {tuple(occupied.shape)}, the grid is {grid.shape}")
     n = origins.shape[0]
+    batched = grid_index is not None
+    if batched:
+        if occupied is not None:
+            num_grids = occupied.shape[0]
+        if num_grids is None or grid_index.shape != (n,):
+            raise ValueError("grid_index needs one grid per ray ([N]) and occupied [G, X, Y, Z] or num_grids")
+    else:
+        num_grids = 1
+        grid_index = torch.zeros(n, dtype=torch.long, device=device)
+    expected = ((num_grids,) if batched else ()) + grid.shape
+    if occupied is not None and tuple(occupied.shape) != expected:
+        raise ValueError(f"occupied has shape {tuple(occupied.shape)}, expected {expected} for grid {grid.shape}")
+    shape = torch.tensor(grid.shape, device=device)
     origins = origins.double()
     directions = directions.double()
     lower = torch.tensor(grid.lower_m, device=device, dtype=torch.float64)
     upper = torch.tensor(grid.upper_m, device=device, dtype=torch.float64)
     voxel = grid.voxel_size_m
-    max_range = torch.as_tensor(max_range_m, dtype=torch.float64, device=device).expand(n).clone()
+    max_range = torch.as_tensor(max_range_m, dtype=torch.float64, device=device).expand(n)
 
     # 1. Clip each ray to the grid's box (slab test).
     safe_dir = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
@@ -63,7 +80,8 @@ def traverse_grid(
     t_b = (upper - origins) / safe_dir
     t_enter = torch.minimum(t_a, t_b).amax(1).clamp(min=0.0)
     t_exit = torch.maximum(t_a, t_b).amin(1)
-    t_stop = torch.minimum(t_exit, max_range)
+    entering = t_enter < torch.minimum(t_exit, max_range)
+    t_stop = torch.where(max_range < t_exit, max_range, float("inf"))  # rays that outrun the grid leave it (END_EXITED)
 
     # 2. Starting voxel, step direction, distance to the next boundary along each axis.
     start = origins + directions * (t_enter + 1e-9)[:, None]
@@ -73,40 +91,42 @@ def traverse_grid(
     t_delta = voxel / directions.abs().clamp(min=1e-12)
     boundary = lower + (index + (step > 0).long()) * voxel
     t_next = (boundary - origins) / safe_dir
-    t_now = t_enter.clone()
 
-    visited = torch.zeros(grid.shape, dtype=torch.bool, device=device)
+    volume = grid.shape[0] * grid.shape[1] * grid.shape[2]
+    visited = torch.zeros(num_grids * volume, dtype=torch.bool, device=device)
+    occupied_flat = occupied.reshape(-1) if occupied is not None else None
     end_voxel = torch.full((n, 3), -1, dtype=torch.long, device=device)
     end_range = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
     end_reason = torch.zeros(n, dtype=torch.int8, device=device)
-    active = torch.nonzero(t_enter < t_stop).squeeze(1)
-    yz = grid.shape[1] * grid.shape[2]
+    strides = torch.tensor([grid.shape[1] * grid.shape[2], grid.shape[2], 1], device=device)
 
-    # 3. March all active rays one voxel per iteration.
-    while active.numel() > 0:
-        idx = index[active]
-        flat = idx[:, 0] * yz + idx[:, 1] * grid.shape[2] + idx[:, 2]
-        hit = occupied.view(-1)[flat] if occupied is not None else torch.zeros_like(flat, dtype=torch.bool)
-        t_leave, axis = t_next[active].min(1)
-        reach = ~hit & (t_leave >= t_stop[active])
-        done = hit | reach
-        if done.any():
-            finished = active[done]
-            end_voxel[finished] = idx[done]
-            end_range[finished] = t_now[finished]
-            end_reason[finished] = torch.where(hit[done], END_OCCUPIED, END_RANGE).to(torch.int8)
-        moving = ~done
-        visited.view(-1)[flat[moving]] = True
-        rays = active[moving]
-        axis = axis[moving]
-        rows = torch.arange(rays.numel(), device=device)
-        t_now[rays] = t_leave[moving]
-        new_index = index[rays]
-        new_index[rows, axis] += step[rays][rows, axis]
-        index[rays] = new_index
-        new_next = t_next[rays]
-        new_next[rows, axis] += t_delta[rays][rows, axis]
-        t_next[rays] = new_next
-        inside = ((new_index >= 0) & (new_index < shape)).all(1)
-        active = rays[inside]
-    return Traversal(visited, end_voxel, end_range.float(), end_reason)
+    # 3. March the active rays one voxel per iteration. The state holds active rays only, packed
+    #    into one float and one int matrix so that dropping finished rays is two gathers.
+    ray = torch.nonzero(entering).squeeze(1)
+    real = torch.cat([t_next, t_delta, t_enter[:, None], t_stop[:, None]], 1)[ray]  # [A, 8]
+    whole = torch.cat([index, step, (grid_index * volume)[:, None], torch.arange(n, device=device)[:, None]], 1)[ray]  # [A, 8]
+    trash = visited.numel()  # moving rays write their voxel, the others write here
+    visited = torch.cat([visited, visited.new_zeros(1)])
+    while whole.shape[0] > 0:
+        index = whole[:, 0:3]
+        flat = whole[:, 6] + (index * strides).sum(1)
+        hit = occupied_flat[flat] if occupied_flat is not None else torch.zeros_like(flat, dtype=torch.bool)
+        t_leave, axis = real[:, 0:3].min(1)
+        done = hit | (t_leave >= real[:, 7])
+        finished = torch.nonzero(done).squeeze(1)
+        if finished.numel():
+            rays = whole[finished, 7]
+            end_voxel[rays] = index[finished]
+            end_range[rays] = real[finished, 6]
+            end_reason[rays] = torch.where(hit[finished], END_OCCUPIED, END_RANGE).to(torch.int8)
+        visited[torch.where(done, trash, flat)] = True
+        axis = axis[:, None]
+        whole.scatter_add_(1, axis, whole[:, 3:6].gather(1, axis))
+        real.scatter_add_(1, axis, real[:, 3:6].gather(1, axis))
+        real[:, 6] = t_leave
+        stepped = whole.gather(1, axis)[:, 0]
+        keep = ~done & (stepped >= 0) & (stepped < shape[axis[:, 0]])
+        if not bool(keep.all()):
+            kept = torch.nonzero(keep).squeeze(1)
+            whole, real = whole[kept], real[kept]
+    return Traversal(visited[:trash].view(expected), end_voxel, end_range.float(), end_reason)
