@@ -1,0 +1,112 @@
+"""Benchmark of the occ_label stage: frames per second for a whole scene, per backend and device, and memory.
+
+    python benchmarks/bench_occ_label.py [--duration-s 40] [--poisson-frames 8] [--devices cuda cpu]
+
+Writes a synthetic scene of `--duration-s` seconds (the repository config with a longer
+`synth.duration_s`, one scene, in a temporary folder unless `--dataroot` names one), runs
+`uniscene frames` on it, then times the labeller (`build_surface` + `label_frames`, reading
+the sweeps excluded) for the whole scene with the default backend on each device, and the
+Poisson backend on `--poisson-frames` frames (its per-scene surface build counted in full:
+frames/s = frames / (surface + those frames)). Prints one JSON line per figure:
+{"device", "what", "value", "unit"}, including peak host RSS and peak GPU memory.
+"""
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from uniscene.grid import OccGrid  # noqa: E402
+from uniscene.occupancy.inputs import load_scene  # noqa: E402
+from uniscene.occupancy.label import LabelOptions, build_surface, label_frames  # noqa: E402
+
+
+def emit(device: str, what: str, value, unit: str) -> None:
+    print(json.dumps({"device": device, "what": what, "value": value, "unit": unit}), flush=True)
+
+
+def prepare(workdir: Path, duration_s: float, dataroot: Path | None) -> tuple[dict, Path]:
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    root = dataroot or workdir / "synthetic"
+    config["dataset"].update(dataroot=str(root), scenes=["synth-0000"])
+    config["synth"].update(num_scenes=1, duration_s=duration_s)
+    config_path = workdir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    frames = workdir / "frames.zarr"
+    if not (root / "truth").is_dir():
+        subprocess.run([sys.executable, "-m", "uniscene.cli", "synth", "--config", str(config_path), "--out", str(root)], check=True)
+    subprocess.run([sys.executable, "-m", "uniscene.cli", "frames", "--config", str(config_path), "--scene", "synth-0000", "--out", str(frames)], check=True)
+    return config, frames
+
+
+def run(scene, grid, options, device, frames=None) -> tuple[float, float, int]:
+    """Seconds of the surface build, seconds of the frames, number of frames."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    surface = build_surface(scene, grid, options, device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    built = time.perf_counter()
+    count = sum(len(batch.frames) for batch in label_frames(surface, scene, grid, options, frames))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return built - start, time.perf_counter() - built, count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=40.0)
+    parser.add_argument("--poisson-frames", type=int, default=8)
+    parser.add_argument("--devices", nargs="+", default=["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
+    parser.add_argument("--cpu-frames", type=int, default=48, help="frames timed on the CPU (0 = all)")
+    parser.add_argument("--dataroot", type=Path, help="an existing synthetic dataset of one scene (skips `uniscene synth`)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config, frames_path = prepare(Path(tmp), args.duration_s, args.dataroot)
+        grid = OccGrid.from_config(config)
+        options = LabelOptions.from_config(config)
+        scene = load_scene(frames_path)
+        total = len(scene.frame_timestamp_us)
+        emit("-", "scene", {"frames": total, "sweeps": len(scene.sweep_timestamp_us), "points": len(scene.points_lidar),
+                            "duration_s": args.duration_s, "grid": list(grid.shape), "voxel_size_m": grid.voxel_size_m}, "")
+        default_fps = {}
+        for device in args.devices:
+            frames = None if device == "cuda" or args.cpu_frames == 0 else np.arange(min(args.cpu_frames, total))
+            if device == "cuda":
+                run(scene, grid, options, device, np.arange(min(16, total)))  # warm-up: kernels, allocator
+                torch.cuda.reset_peak_memory_stats()
+            surface_s, frames_s, count = run(scene, grid, options, device, frames)
+            # The surface is built once per scene: a partial run counts it at its share of the scene.
+            fps = count / (surface_s * count / total + frames_s)
+            default_fps[device] = fps
+            emit(device, f"{options.backend} surface build (whole scene)", round(surface_s, 3), "s")
+            emit(device, f"{options.backend} frames ({count} of {total})", round(frames_s, 3), "s")
+            emit(device, f"{options.backend} frames per second, whole scene", round(fps, 2), "frames/s")
+            if device == "cuda":
+                emit(device, "peak GPU memory", round(torch.cuda.max_memory_allocated() / 2**30, 3), "GiB")
+        poisson = LabelOptions.from_config({**config, "occ_label": {**config["occ_label"], "backend": "poisson"}})
+        subset = np.linspace(0, total - 1, min(args.poisson_frames, total)).round().astype(int)
+        surface_s, frames_s, count = run(scene, grid, poisson, "cpu", subset)
+        poisson_fps = count / (surface_s * count / total + frames_s)
+        emit("cpu", "poisson surface build (whole scene)", round(surface_s, 3), "s")
+        emit("cpu", f"poisson frames per second ({count} frames, surface at its share)", round(poisson_fps, 4), "frames/s")
+        for device, fps in default_fps.items():
+            emit(device, f"{options.backend} ({device}) over poisson (cpu) speed ratio", round(fps / poisson_fps, 1), "x")
+        emit("-", "peak host memory (RSS)", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "GiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Sparse-voxel kernels, nearest-label spreading and the densification backends, each against a slow,
+obvious reference or a surface whose shape is known."""
+
+import numpy as np
+import pytest
+import torch
+
+from uniscene.grid import OccGrid
+from uniscene.occupancy import sparse
+from uniscene.occupancy.densify import Cloud, backend_names, densify
+from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
+from uniscene.occupancy.voxelize import voxelize
+
+
+def test_majority_matches_a_python_vote():
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, 2000)
+    labels = rng.integers(0, 5, 2000)
+    unique, label = sparse.majority(torch.tensor(keys), torch.tensor(labels), 5)
+    for key, winner in zip(unique.tolist(), label.tolist()):
+        counts = np.bincount(labels[keys == key], minlength=5)
+        assert counts[winner] == counts.max()
+        assert winner == np.flatnonzero(counts == counts.max()).max()  # ties go to the larger label
+
+
+def test_pack_round_trips_and_lookup_finds_keys():
+    rng = np.random.default_rng(1)
+    ijk = torch.tensor(rng.integers(-30000, 30000, (500, 3)))
+    group = torch.tensor(rng.integers(0, 30000, 500))
+    back, back_group = sparse.unpack(sparse.pack(ijk, group))
+    assert torch.equal(back, ijk) and torch.equal(back_group, group)
+    keys = torch.unique(sparse.pack(ijk[:250], group[:250]))
+    found = sparse.lookup(keys, sparse.pack(ijk, group))
+    assert (found[:250] >= 0).all() and torch.equal(keys[found[:250]], sparse.pack(ijk[:250], group[:250]))
+
+
+def test_nearest_labels_is_within_a_cell_of_the_true_nearest():
+    rng = np.random.default_rng(2)
+    labelled = rng.uniform(0, 10, (400, 3))
+    classes = rng.integers(0, 16, 400)
+    query = rng.uniform(0, 10, (300, 3))
+    cell = 0.2
+    out = nearest_labels(torch.tensor(labelled), torch.tensor(classes), torch.tensor(query), cell, 20.0).numpy()
+    distance = np.linalg.norm(query[:, None] - labelled[None], axis=2)  # [Q, L]
+    for q in range(len(query)):
+        same_class = distance[q, classes == out[q]]
+        # the chosen class has a point no farther than the nearest point plus the cell sizes of the level used
+        assert same_class.min() <= distance[q].min() * 2 + 4 * cell * np.sqrt(3)
+    far = nearest_labels(torch.tensor(labelled), torch.tensor(classes), torch.tensor([[100.0, 100.0, 100.0]]), cell, 1.0)
+    assert far.item() == UNLABELLED
+
+
+def test_voxelize_votes_per_voxel_and_frame():
+    grid = OccGrid((0, 0, 0, 2, 2, 2), 1.0)
+    points = torch.tensor([[0.5, 0.5, 0.5], [0.6, 0.4, 0.5], [0.5, 0.5, 0.7], [1.5, 1.5, 1.5], [5.0, 0, 0]])
+    classes = torch.tensor([3, 3, 4, 7, 1])
+    frame = torch.tensor([0, 0, 0, 1, 0])
+    semantics = voxelize(grid, points, classes, frame, 2)
+    assert semantics[0, 0, 0, 0] == 3 and semantics[1, 1, 1, 1] == 7
+    assert (semantics == 17).sum() == 2 * 8 - 2
+
+
+def _ring_plane(gap_m: float, edge_m: float = 3.0):
+    """Points of the plane z = 0 on x in [-edge, edge], in lines along y every 0.1 m, with a gap in x."""
+    x = np.arange(-edge_m, edge_m, 0.1)
+    x = x[np.abs(x) > gap_m / 2]
+    y = np.arange(-3.0, 3.0, 0.1)
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    points = np.stack([xx.ravel(), yy.ravel(), np.zeros(xx.size)], 1)
+    view = np.tile([0.0, 0.0, 1.0], (len(points), 1))
+    return torch.tensor(points, dtype=torch.float32), torch.tensor(view, dtype=torch.float32)
+
+
+def test_splat_closes_a_gap_without_growing_the_edges():
+    points, view = _ring_plane(gap_m=1.2)
+    cloud = Cloud(points, view, torch.zeros(len(points), dtype=torch.long), 0.2)
+    surface = densify(cloud, "splat", {"splat_radius_m": 1.0})
+    out = surface.points.numpy()
+    assert np.abs(out[:, 2]).max() < 1e-3  # stays on the plane
+    inside_gap = np.abs(out[:, 0]) < 0.5
+    assert np.histogram(out[inside_gap, 1], bins=np.arange(-2.5, 2.6, 0.5))[0].min() > 0  # gap filled along y
+    assert out[:, 0].max() < 3.0 + 0.2 and out[:, 0].min() > -3.0 - 0.2  # no growth past the edges
+    assert out[:, 1].max() < 3.0 + 0.2 and out[:, 1].min() > -3.0 - 0.2
+    wide, view = _ring_plane(gap_m=3.0)
+    surface = densify(Cloud(wide, view, torch.zeros(len(wide), dtype=torch.long), 0.2), "splat", {"splat_radius_m": 1.0})
+    assert (np.abs(surface.points.numpy()[:, 0]) < 0.5).sum() == 0  # a hole wider than 2 radii stays open
+
+
+def test_poisson_backend_reconstructs_a_plane():
+    pytest.importorskip("open3d")
+    points, view = _ring_plane(gap_m=0.6)
+    cloud = Cloud(points, view, torch.zeros(len(points), dtype=torch.long), 0.2)
+    surface = densify(cloud, "poisson", {"poisson_depth": 7})
+    out = surface.points.numpy()
+    assert len(out) > len(points)
+    assert np.abs(out[:, 2]).max() < 0.15
+    assert ((np.abs(out[:, 0]) < 0.2) & (np.abs(out[:, 1]) < 2.0)).sum() > 10  # the gap is bridged
+
+
+def test_backends_are_registered_and_nksr_explains_itself():
+    assert {"splat", "poisson", "nksr"} <= set(backend_names())
+    points, view = _ring_plane(gap_m=0.6)
+    cloud = Cloud(points, view, torch.zeros(len(points), dtype=torch.long), 0.2)
+    try:
+        import nksr  # noqa: F401
+
+        pytest.skip("nksr is installed")
+    except ImportError:
+        pass
+    from uniscene.errors import UserError
+
+    with pytest.raises(UserError, match="nksr"):
+        densify(cloud, "nksr", {})

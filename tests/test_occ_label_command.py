@@ -1,0 +1,120 @@
+"""`uniscene occ-label` end to end on the hand-built scene written as a dataset: the store layout and
+provenance, and bad input (empty or truncated sweep files, a scene without lidarseg)."""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from test_occ_label import GRID, OCC_TO_LIDARSEG, build_scene
+from uniscene.cli import main as cli
+from uniscene.data.files import write_sweep
+from uniscene.occupancy.semantics import UNLABELLED
+from uniscene.store import open_store, write_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_dataset(root: Path, with_lidarseg: bool = True) -> Path:
+    """Sweep and lidarseg files under root/data and root/frames.zarr pointing at them."""
+    scene = build_scene(duration_s=1.0)
+    data = root / "data"
+    sweep_paths, lidarseg_paths = [], []
+    to_lidarseg = np.zeros(256, np.uint8)
+    for occ, index in OCC_TO_LIDARSEG.items():
+        to_lidarseg[occ] = index
+    for s in range(len(scene.sweep_timestamp_us)):
+        rows = slice(scene.sweep_offsets[s], scene.sweep_offsets[s + 1])
+        points = np.zeros((rows.stop - rows.start, 5), np.float32)
+        points[:, :3] = scene.points_lidar[rows]
+        sweep_paths.append(f"sweeps/LIDAR_TOP/{s:04d}.pcd.bin")
+        write_sweep(data / sweep_paths[-1], points)
+        labels = scene.lidarseg[rows]
+        if with_lidarseg and (labels != UNLABELLED).all():
+            lidarseg_paths.append(f"lidarseg/{s:04d}_lidarseg.bin")
+            (data / "lidarseg").mkdir(exist_ok=True)
+            to_lidarseg[labels].tofile(data / lidarseg_paths[-1])
+        else:
+            lidarseg_paths.append("")
+
+    def boxes(prefix, dim, b):
+        return {f"{prefix}center": ((dim, "box", "xyz"), b.center), f"{prefix}size": ((dim, "box", "xyz"), b.size),
+                f"{prefix}rotation": ((dim, "box", "quat"), b.rotation), f"{prefix}valid": ((dim, "box"), b.valid)}
+
+    dataset = xr.Dataset(
+        {
+            "timestamp_us": ("frame", scene.frame_timestamp_us),
+            "world_from_ego": (("frame", "row", "col"), scene.world_from_ego),
+            "cam_intrinsics": (("frame", "cam", "k_row", "k_col"), scene.cam_intrinsics),
+            "ego_from_cam": (("frame", "cam", "row", "col"), scene.ego_from_cam),
+            "cam_image_size": (("cam", "hw"), scene.cam_image_size),
+            "sweep_path": ("sweep", np.array(sweep_paths, dtype=object)),
+            "sweep_lidarseg_path": ("sweep", np.array(lidarseg_paths, dtype=object)),
+            "sweep_timestamp_us": ("sweep", scene.sweep_timestamp_us),
+            "world_from_sweep_ego": (("sweep", "row", "col"), scene.world_from_sweep_ego),
+            "ego_from_lidar": (("sweep", "row", "col"), scene.ego_from_lidar),
+            "box_occ_class": ("box", scene.box_occ_class),
+            **boxes("box_", "frame", scene.frame_boxes),
+            **boxes("sweep_box_", "sweep", scene.sweep_boxes),
+        },
+        attrs={"scene": "hand-0000", "dataroot": str(data.resolve())},
+    )
+    return write_store(root / "frames.zarr", dataset, stage="frames", config_subset={})
+
+
+@pytest.fixture(scope="module")
+def config_json():
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    config["device"] = "cpu"
+    config["grid"] = {"range_m": list(GRID.range_m), "voxel_size_m": GRID.voxel_size_m}
+    return config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("hand"))
+
+
+def run(config, frames, out) -> int:
+    return cli(["occ-label", "--config", json.dumps(config), "--frames", str(frames), "--out", str(out)])
+
+
+def test_store_layout_and_provenance(config_json, dataset, tmp_path):
+    out = tmp_path / "occ_label.zarr"
+    assert run(config_json, dataset, out) == 0
+    store = open_store(out, stage="occ_label")
+    frames = open_store(dataset, stage="frames")
+    t = frames.sizes["frame"]
+    assert store["semantics"].dims == ("frame", "x", "y", "z") and store["semantics"].shape == (t, *GRID.shape)
+    assert store["semantics"].dtype == np.uint8 and int(store["semantics"].max()) <= 17
+    assert store["mask_lidar"].dtype == bool and store["mask_camera"].dtype == bool
+    np.testing.assert_array_equal(store["timestamp_us"].values, frames["timestamp_us"].values)
+    assert store.attrs["backend"] == "splat" and store.attrs["voxel_size_m"] == GRID.voxel_size_m
+    provenance = store.attrs["uniscene"]
+    assert provenance["stage"] == "occ_label" and provenance["config"]["grid"]["voxel_size_m"] == GRID.voxel_size_m
+    assert str(dataset) in provenance["inputs"]
+
+
+@pytest.mark.parametrize("size_bytes, word", [(0, "empty"), (4 * 5 * 10 + 6, "truncated")])
+def test_a_broken_sweep_file_stops_with_its_name(config_json, tmp_path, capsys, size_bytes, word):
+    frames = write_dataset(tmp_path / "broken")
+    with open(tmp_path / "broken" / "data" / "sweeps" / "LIDAR_TOP" / "0003.pcd.bin", "r+b") as handle:
+        handle.truncate(size_bytes)
+    out = tmp_path / "occ_label.zarr"
+    assert run(config_json, frames, out) == 2
+    message = capsys.readouterr().err
+    assert word in message and "0003.pcd.bin" in message
+    assert not out.exists() and not list(tmp_path.glob(".occ_label.zarr.tmp*"))
+
+
+def test_a_scene_without_lidarseg_stops_with_the_fix(config_json, tmp_path, capsys):
+    """(With occ_label.allow_missing_lidarseg the core labels static voxels 'others': test_occ_label.py.)"""
+    frames = write_dataset(tmp_path / "unlabelled", with_lidarseg=False)
+    out = tmp_path / "occ_label.zarr"
+    assert run(config_json, frames, out) == 2
+    message = capsys.readouterr().err
+    assert "no lidarseg" in message and "allow_missing_lidarseg" in message and not out.exists()

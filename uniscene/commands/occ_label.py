@@ -1,0 +1,63 @@
+"""`uniscene occ-label`: semantic occupancy labels of one scene from its aggregated LiDAR."""
+
+import time
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm import tqdm
+
+from uniscene.config import config_subset, resolve_device
+from uniscene.grid import OccGrid
+from uniscene.occupancy.inputs import load_scene
+from uniscene.occupancy.label import FrameLabels, LabelOptions, build_surface, label_frames
+from uniscene.store import write_store
+
+HELP = "semantic occupancy labels of one scene from aggregated LiDAR"
+CONFIG_KEYS = ("device", "seed", "grid", "occ_label")
+
+
+def add_arguments(parser):
+    parser.add_argument("--frames", required=True, help="the scene's frames.zarr (stage frames)")
+    parser.add_argument("--out", required=True, help="occ_label.zarr to write")
+
+
+def main(args, config):
+    grid = OccGrid.from_config(config)
+    options = LabelOptions.from_config(config)
+    device = resolve_device(config)
+    start = time.perf_counter()
+    scene = load_scene(args.frames, options.allow_missing_lidarseg)
+    surface = build_surface(scene, grid, options, device)
+    batches = label_frames(surface, scene, grid, options)
+    progress = tqdm(total=len(scene.frame_timestamp_us), desc="occ_label frames", unit="frame")
+
+    def datasets():
+        for batch in batches:
+            progress.update(len(batch.frames))
+            yield _dataset(batch, scene.frame_timestamp_us)
+
+    parts = datasets()
+    first = next(parts)
+    first.attrs.update(
+        scene=scene.name,
+        grid_range_m=list(grid.range_m), voxel_size_m=grid.voxel_size_m, backend=options.backend, device=device,
+    )
+    write_store(args.out, first, stage="occ_label", config_subset=config_subset(config, CONFIG_KEYS),
+                inputs=[args.frames], seed=config.get("seed"), more_frames=parts)
+    progress.close()
+    seconds = time.perf_counter() - start
+    frames = len(scene.frame_timestamp_us)
+    print(f"occ_label: {frames} frames in {seconds:.1f} s ({frames / seconds:.2f} frames/s) on {device}, backend {options.backend}")
+    if device == "cuda":
+        print(f"occ_label: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
+def _dataset(batch: FrameLabels, timestamp_us: np.ndarray) -> xr.Dataset:
+    dims = ("frame", "x", "y", "z")
+    return xr.Dataset({
+        "semantics": (dims, batch.semantics),
+        "mask_lidar": (dims, batch.mask_lidar),
+        "mask_camera": (dims, batch.mask_camera),
+        "timestamp_us": (("frame",), timestamp_us[batch.frames]),
+    })

@@ -1,0 +1,63 @@
+"""Read what occ_label needs of one scene: its frames.zarr and every LIDAR_TOP sweep and lidarseg file.
+
+Paths in the store are relative to its `dataroot` attribute. Sweeps without lidarseg (the 20 Hz
+sweeps between keyframes) get semantics.UNLABELLED. A scene with no lidarseg at all stops with a
+message, unless `occ_label.allow_missing_lidarseg` is set (static voxels are then 'others').
+"""
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from uniscene.data.files import read_lidarseg, read_sweep
+from uniscene.errors import UserError
+from uniscene.occupancy.aggregate import Boxes
+from uniscene.occupancy.label import SceneArrays
+from uniscene.occupancy.semantics import UNLABELLED, occ_classes_of_lidarseg
+from uniscene.store import open_store
+
+
+def load_scene(frames_path, allow_missing_lidarseg: bool = False) -> SceneArrays:
+    frames = open_store(frames_path, stage="frames")
+    dataroot = Path(frames.attrs["dataroot"])
+    sweep_paths = frames["sweep_path"].values
+    lidarseg_paths = frames["sweep_lidarseg_path"].values
+    if not any(lidarseg_paths) and not allow_missing_lidarseg:
+        raise UserError(
+            f"scene {frames.attrs.get('scene')} ({frames_path}) has no lidarseg labels under {dataroot}: install "
+            "nuScenes-lidarseg (lidarseg/<version>/ and lidarseg.json) into the dataroot and rerun `uniscene frames`, "
+            "or set occ_label.allow_missing_lidarseg: true to label static voxels 'others'"
+        )
+    points, classes, offsets = [], [], [0]
+    for sweep_path, lidarseg_path in tqdm(list(zip(sweep_paths, lidarseg_paths)), desc="read sweeps", unit="sweep", leave=False):
+        sweep = read_sweep(dataroot / sweep_path)
+        points.append(sweep[:, :3])
+        if lidarseg_path:
+            source = dataroot / lidarseg_path
+            classes.append(occ_classes_of_lidarseg(read_lidarseg(source, len(sweep)), str(source)))
+        else:
+            classes.append(np.full(len(sweep), UNLABELLED, np.uint8))
+        offsets.append(offsets[-1] + len(sweep))
+
+    def boxes(prefix: str) -> Boxes:
+        return Boxes(frames[f"{prefix}center"].values, frames[f"{prefix}size"].values,
+                     frames[f"{prefix}rotation"].values, frames[f"{prefix}valid"].values)
+
+    return SceneArrays(
+        points_lidar=np.concatenate(points),
+        sweep_offsets=np.asarray(offsets, np.int64),
+        lidarseg=np.concatenate(classes),
+        sweep_timestamp_us=frames["sweep_timestamp_us"].values,
+        ego_from_lidar=frames["ego_from_lidar"].values,
+        world_from_sweep_ego=frames["world_from_sweep_ego"].values,
+        sweep_boxes=boxes("sweep_box_"),
+        frame_timestamp_us=frames["timestamp_us"].values,
+        world_from_ego=frames["world_from_ego"].values,
+        frame_boxes=boxes("box_"),
+        box_occ_class=frames["box_occ_class"].values,
+        cam_intrinsics=frames["cam_intrinsics"].values,
+        ego_from_cam=frames["ego_from_cam"].values,
+        cam_image_size=frames["cam_image_size"].values,
+        name=str(frames.attrs.get("scene", "")),
+    )

@@ -1,0 +1,299 @@
+"""The occupancy-labelling core: a scene's sweeps in, per-frame semantics and masks out.
+
+    surface = build_surface(scene, grid, options, device)   # once per scene
+    for batch in label_frames(surface, scene, grid, options, frames):  # F frames at a time
+        batch.semantics, batch.mask_lidar, batch.mask_camera           # [F, X, Y, Z]
+
+1. Aggregate every sweep (aggregate.py): static points in the scene frame, object points in
+   their box frames.
+2. Semantics: lidarseg classes where a sweep has them, the nearest labelled static cell where
+   it does not; object points take their box's class.
+3. Densify each static and object cloud with the configured backend (densify/).
+4. Per frame: static surface into the frame's ego frame, object surfaces placed at the frame's
+   boxes, voxelised by majority class; masks by ray casting (masks.py).
+
+Arrays, not files: the command (uniscene/commands/occ_label.py) reads and writes.
+Letters: S sweeps, T frames, F frames of a batch, B box slots, V cameras, N points, X Y Z grid.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from uniscene.classes import FREE
+from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
+from uniscene.grid import OccGrid
+from uniscene.occupancy import sparse
+from uniscene.occupancy.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occupancy.densify import Cloud, densify
+from uniscene.occupancy.densify.patches import tangent_patches
+from uniscene.occupancy.masks import camera_rays, mask_camera, mask_lidar
+from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
+from uniscene.occupancy.voxelize import voxelize
+
+STATIC_GROUP = 0  # densify group of the static scene; object slot b is group b + 1
+BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
+
+
+@dataclass
+class LabelOptions:
+    """The `occ_label:` config section (workflow/schemas/config.schema.yaml describes each key)."""
+
+    backend: str = "splat"
+    ego_box_m: tuple = (-1.2, -1.1, 0.25, 4.2, 1.1, 2.2)
+    box_margin_m: float = 0.2
+    ground_margin_m: float = 0.15
+    cell_size_m: float | None = None  # None: half a voxel
+    label_search_m: float = 3.0
+    mask_lidar_window_s: float = 0.5
+    camera_ray_stride_px: int = 1
+    patch_samples: int = 3
+    frames_per_batch: int = 16
+    batch_memory_mb: int = 4096
+    allow_missing_lidarseg: bool = False
+    backend_options: dict = field(default_factory=dict)  # splat_radius_m, poisson_depth, ...
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LabelOptions":
+        section = config.get("occ_label") or {}
+        options = {name: section[name] for name in cls.__dataclass_fields__ if name in section}
+        if "ego_box_m" in options:
+            options["ego_box_m"] = tuple(options["ego_box_m"])
+        return cls(**options, backend_options={name: section[name] for name in BACKEND_KEYS if name in section})
+
+    def cell_m(self, grid: OccGrid) -> float:
+        return float(self.cell_size_m) if self.cell_size_m else grid.voxel_size_m / 2
+
+
+@dataclass
+class SceneArrays:
+    """Everything the labeller needs of one scene (frames.zarr plus the sweep files), as arrays.
+
+    points_lidar: [N, 3] float32, every sweep's points in its sensor frame, concatenated.
+    sweep_offsets: [S + 1] int64. lidarseg: [N] uint8 occupancy class 0..16, or UNLABELLED.
+    sweep_timestamp_us: [S] int64. ego_from_lidar, world_from_sweep_ego: [S, 4, 4].
+    sweep_boxes: Boxes at the sweeps [S, B]. frame_timestamp_us: [T] int64.
+    world_from_ego: [T, 4, 4]. frame_boxes: Boxes at the frames [T, B]. box_occ_class: [B] uint8.
+    cam_intrinsics: [T, V, 3, 3]. ego_from_cam: [T, V, 4, 4]. cam_image_size: [V, 2] (H, W).
+    """
+
+    points_lidar: np.ndarray
+    sweep_offsets: np.ndarray
+    lidarseg: np.ndarray
+    sweep_timestamp_us: np.ndarray
+    ego_from_lidar: np.ndarray
+    world_from_sweep_ego: np.ndarray
+    sweep_boxes: Boxes
+    frame_timestamp_us: np.ndarray
+    world_from_ego: np.ndarray
+    frame_boxes: Boxes
+    box_occ_class: np.ndarray
+    cam_intrinsics: np.ndarray
+    ego_from_cam: np.ndarray
+    cam_image_size: np.ndarray
+    name: str = ""
+
+    @property
+    def world_from_scene(self) -> np.ndarray:
+        """The scene frame: world axes, origin at the first frame's ego position. [4, 4]"""
+        return make_transform(np.eye(3), self.world_from_ego[0, :3, 3])
+
+
+@dataclass
+class LabelledSurface:
+    """A scene's densified, labelled surfaces, ready to be placed at any frame.
+
+    static_points: [Ms, 3] float32 scene frame, static_classes: [Ms] int64.
+    object_points: [Mo, 3] float32 box frame, object_slot: [Mo] int64, object_classes: [Mo] int64.
+    ray_ends: [N, 3] float32 scene frame, ray_sweep: [N] int64: every LiDAR return at its sweep time.
+    sweep_origin: [S, 3] float32 scene frame.
+    """
+
+    static_points: torch.Tensor
+    static_classes: torch.Tensor
+    object_points: torch.Tensor
+    object_slot: torch.Tensor
+    object_classes: torch.Tensor
+    ray_ends: torch.Tensor
+    ray_sweep: torch.Tensor
+    sweep_origin: torch.Tensor
+
+
+@dataclass
+class FrameLabels:
+    """Labels of the frames `frames` ([F] indices into the scene's T frames).
+
+    semantics: [F, X, Y, Z] uint8 (0..16, 17 free). mask_lidar, mask_camera: [F, X, Y, Z] bool.
+    """
+
+    frames: np.ndarray
+    semantics: np.ndarray
+    mask_lidar: np.ndarray
+    mask_camera: np.ndarray
+
+
+def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, device: str = "cpu") -> LabelledSurface:
+    """Steps 1-3: aggregate, label and densify a scene's LiDAR.
+
+    Static points with no labelled point within `label_search_m` (or in a scene without any
+    lidarseg) are 'others' (class 0).
+    """
+    cell_m = options.cell_m(grid)
+    # 1. Aggregate.
+    scene_from_world = invert_transform(scene.world_from_scene)
+    scene_boxes = _boxes_in(scene.sweep_boxes, scene_from_world)
+    agg = aggregate_sweeps(
+        scene.points_lidar, scene.sweep_offsets, scene.ego_from_lidar, scene_from_world @ scene.world_from_sweep_ego,
+        scene_boxes, scene.lidarseg, options.ego_box_m, options.box_margin_m, options.ground_margin_m, device,
+    )
+    classes = agg.classes
+    view = agg.sweep_origin[agg.sweep] - agg.points
+    view = view / view.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    is_static = agg.slot == STATIC
+
+    # 2. Static semantics: cells with labelled points vote; the rest take the nearest labelled cell.
+    static = _cloud(agg.points[is_static], view[is_static], torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
+    static_labelled = is_static & (classes != UNLABELLED)
+    if static_labelled.any():
+        cell_classes = nearest_labels(agg.points[static_labelled], classes[static_labelled], static.points, cell_m, options.label_search_m)
+    else:
+        cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
+    cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
+
+    # 3. Densify. Object clouds live in their box frames, one group per slot.
+    objects = _cloud(agg.box_points[~is_static], _rotate_into_boxes(view, agg, scene_boxes, ~is_static), agg.slot[~is_static] + 1, cell_m)
+    both = Cloud(torch.cat([static.points, objects.points]), torch.cat([static.view, objects.view]),
+                 torch.cat([static.group, objects.group]), cell_m)
+    surface = densify(both, options.backend, options.backend_options)
+    on_static = surface.group == STATIC_GROUP
+    static_classes = nearest_labels(static.points, cell_classes, surface.points[on_static], cell_m, options.label_search_m)
+    static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
+
+    # 4. Each surface point becomes a small tangent patch (conservative voxelisation).
+    samples, owner = tangent_patches(surface.points, surface.group, cell_m, options.patch_samples)
+    group = surface.group[owner]
+    static_sample = group == STATIC_GROUP
+    classes_of_point = torch.zeros_like(surface.group)
+    classes_of_point[on_static] = static_classes
+    slot = group[~static_sample] - 1
+    box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
+    return LabelledSurface(
+        static_points=samples[static_sample],
+        static_classes=classes_of_point[owner][static_sample],
+        object_points=samples[~static_sample],
+        object_slot=slot,
+        object_classes=box_class[slot] if slot.numel() else slot,
+        ray_ends=agg.points,
+        ray_sweep=agg.sweep,
+        sweep_origin=agg.sweep_origin,
+    )
+
+
+def label_frames(
+    surface: LabelledSurface, scene: SceneArrays, grid: OccGrid, options: LabelOptions, frames=None,
+) -> Iterator[FrameLabels]:
+    """Step 4, batch by batch over `frames` (indices, default all T)."""
+    frames = np.arange(len(scene.frame_timestamp_us)) if frames is None else np.asarray(frames)
+    device = surface.static_points.device
+    volume = int(np.prod(grid.shape))
+    per_batch = max(1, min(options.frames_per_batch, options.batch_memory_mb * 2**20 // (8 * volume)))
+    scene_from_world = invert_transform(scene.world_from_scene)
+    ego_from_scene = invert_transform(scene_from_world @ scene.world_from_ego)  # [T, 4, 4]
+    world_from_box = scene.frame_boxes.world_from_box()  # [T, B, 4, 4]
+    ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
+    reach_m = float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
+    for start in range(0, len(frames), per_batch):
+        batch = frames[start:start + per_batch]
+        ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
+        # 1. Static surface near each frame, into its ego frame.
+        points, classes, frame = [], [], []
+        for f, matrix in enumerate(ego_from_scene_b):
+            centre = -matrix[:3, :3].T @ matrix[:3, 3]  # the ego position in the scene frame
+            near = (surface.static_points[:, :2] - centre[:2]).norm(dim=1) <= reach_m
+            points.append(surface.static_points[near] @ matrix[:3, :3].T + matrix[:3, 3])
+            classes.append(surface.static_classes[near])
+            frame.append(torch.full((points[-1].shape[0],), f, dtype=torch.long, device=device))
+        # 2. Object surfaces at each frame's boxes.
+        if surface.object_points.shape[0]:
+            ego_from_box = ego_from_scene[batch][:, None] @ scene_from_world @ world_from_box[batch]  # [F, B, 4, 4]
+            ego_from_box = torch.as_tensor(ego_from_box, dtype=torch.float32, device=device)
+            valid = torch.as_tensor(scene.frame_boxes.valid[batch], device=device)  # [F, B]
+            for f in range(len(batch)):
+                present = valid[f, surface.object_slot]
+                matrix = ego_from_box[f, surface.object_slot[present]]
+                points.append(torch.einsum("nij,nj->ni", matrix[:, :3, :3], surface.object_points[present]) + matrix[:, :3, 3])
+                classes.append(surface.object_classes[present])
+                frame.append(torch.full((matrix.shape[0],), f, dtype=torch.long, device=device))
+        semantics = voxelize(grid, torch.cat(points), torch.cat(classes), torch.cat(frame), len(batch))
+        occupied = semantics != FREE
+        # 3. Camera visibility.
+        origins, directions, ray_frame = camera_rays(
+            scene.cam_intrinsics[batch], scene.ego_from_cam[batch], scene.cam_image_size, options.camera_ray_stride_px
+        )
+        visible = mask_camera(
+            grid, occupied, torch.as_tensor(origins, dtype=torch.float32, device=device),
+            torch.as_tensor(directions, dtype=torch.float32, device=device), torch.as_tensor(ray_frame, device=device),
+        )
+        # 4. LiDAR observation: the rays of the sweeps within the window around each frame.
+        origins, ends, ray_frame = _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, ray_offsets)
+        observed = mask_lidar(grid, occupied, origins, ends, ray_frame)
+        yield FrameLabels(batch, semantics.cpu().numpy(), observed.cpu().numpy(), visible.cpu().numpy())
+
+
+def _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, offsets):
+    """Rays of the sweeps within half a window of each frame, one per (frame, sweep, end voxel).
+
+    offsets: [S + 1] where each sweep's rays start in `surface.ray_ends`.
+    Returns origins [R, 3], ends [R, 3] (ego frame of their frame) and frame [R] int64.
+    """
+    device = surface.ray_ends.device
+    half_window_us = options.mask_lidar_window_s * 1e6 / 2
+    origins, ends, frames = [], [], []
+    for f, frame_index in enumerate(batch):
+        gap = np.abs(scene.sweep_timestamp_us - scene.frame_timestamp_us[frame_index])
+        sweeps = np.flatnonzero(gap <= max(half_window_us, gap.min()))  # at least the nearest sweep
+        rows = torch.as_tensor(np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in sweeps]), device=device)
+        matrix = ego_from_scene_b[f]
+        end = surface.ray_ends[rows] @ matrix[:3, :3].T + matrix[:3, 3]
+        sweep = surface.ray_sweep[rows]
+        _, cell = torch.unique(sparse.pack(torch.floor(end / grid.voxel_size_m).long()), return_inverse=True)
+        _, first = _first_of_each(sweep * (int(cell.max()) + 1) + cell)
+        origins.append(surface.sweep_origin[sweep[first]] @ matrix[:3, :3].T + matrix[:3, 3])
+        ends.append(end[first])
+        frames.append(torch.full((first.numel(),), f, dtype=torch.long, device=device))
+    return torch.cat(origins), torch.cat(ends), torch.cat(frames)
+
+
+def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique keys [K] and the index of the first occurrence of each in `keys` [N]: [K] int64."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((unique.numel(),), keys.numel(), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, torch.arange(keys.numel(), device=keys.device), reduce="amin")
+    return unique, first
+
+
+def _boxes_in(boxes: Boxes, target_from_world: np.ndarray) -> Boxes:
+    """The same boxes with centres and rotations in another frame."""
+    target_from_box = target_from_world @ boxes.world_from_box()
+    return Boxes(target_from_box[..., :3, 3], boxes.size, matrix_to_quaternion(target_from_box[..., :3, :3]), boxes.valid)
+
+
+def _cloud(points: torch.Tensor, view: torch.Tensor, group: torch.Tensor, cell_m: float) -> Cloud:
+    """Bin points into cells of `cell_m` per group: mean point and mean view direction per cell."""
+    if points.shape[0] == 0:
+        return Cloud(points, view, group, cell_m)
+    keys, mean, _ = sparse.mean_by_key(sparse.pack(sparse.cells_of(points, cell_m), group), torch.cat([points, view], 1))
+    _, cell_group = sparse.unpack(keys)
+    view = mean[:, 3:] / mean[:, 3:].norm(dim=1, keepdim=True).clamp(min=1e-6)
+    return Cloud(mean[:, :3].contiguous(), view, cell_group, cell_m)
+
+
+def _rotate_into_boxes(view: torch.Tensor, agg, scene_boxes: Boxes, mask: torch.Tensor) -> torch.Tensor:
+    """View directions of the masked points [M, 3], rotated from the scene frame into their box frame."""
+    box_from_scene = torch.as_tensor(invert_transform(scene_boxes.world_from_box())[..., :3, :3], dtype=torch.float32, device=view.device)
+    rotation = box_from_scene[agg.sweep[mask], agg.slot[mask]]
+    return torch.einsum("nij,nj->ni", rotation, view[mask])
+
+

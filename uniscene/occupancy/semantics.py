@@ -1,0 +1,63 @@
+"""Point semantics: lidarseg's 32 classes onto the 17 occupancy classes, and nearest-labelled spreading.
+
+nuScenes labels only the keyframe sweeps (2 Hz); the 20 Hz sweeps between them take the class
+of the nearest labelled point of the aggregated static scene. Object points take their box's
+class elsewhere (aggregate.py).
+
+Letters: N points, L labelled cells, Q queries.
+"""
+
+import numpy as np
+import torch
+
+from uniscene.classes import LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
+from uniscene.errors import UserError
+from uniscene.occupancy import sparse
+
+UNLABELLED = 255  # a point without a class (an unlabelled sweep), never written to a store
+
+
+def occ_classes_of_lidarseg(lidarseg: np.ndarray, source: str = "lidarseg labels") -> np.ndarray:
+    """lidarseg class indices [N] uint8 (0..31) -> occupancy classes [N] uint8 (0..16)."""
+    lidarseg = np.asarray(lidarseg)
+    if lidarseg.size and lidarseg.max() >= len(LIDARSEG_CLASS_NAMES):
+        raise UserError(
+            f"{source} holds class {int(lidarseg.max())} but lidarseg has {len(LIDARSEG_CLASS_NAMES)} classes: restore the file"
+        )
+    return LIDARSEG_TO_OCC[lidarseg]
+
+
+def nearest_labels(
+    labelled_points: torch.Tensor,  # [L, 3]
+    labelled_classes: torch.Tensor,  # [L] int64, no UNLABELLED
+    query_points: torch.Tensor,  # [Q, 3], same frame
+    cell_m: float,
+    max_distance_m: float,
+) -> torch.Tensor:
+    """Class of the nearest labelled cell of each query point, UNLABELLED beyond `max_distance_m`: [Q] int64.
+
+    Coarse to fine would miss near neighbours, so fine to coarse: labelled points are binned into
+    cells of `cell_m`, 2 `cell_m`, 4 `cell_m`, ... (majority class per cell); a query takes the
+    nearest (by cell centre) labelled cell of the 3 x 3 x 3 block around its own cell at the finest
+    level that has one. "Nearest" is thus exact to about one cell of that level.
+    """
+    out = torch.full((query_points.shape[0],), UNLABELLED, dtype=torch.long, device=query_points.device)
+    if labelled_points.shape[0] == 0 or query_points.shape[0] == 0:
+        return out
+    pending = torch.arange(query_points.shape[0], device=query_points.device)
+    offsets = sparse.neighbour_offsets(1, query_points.device).tolist() + [
+        o for o in sparse.cube_offsets(1).tolist() if sum(v * v for v in o) > 1]  # the 3 x 3 x 3 block, nearest first
+    offsets = torch.tensor(offsets, device=query_points.device)
+    level_m = cell_m
+    while pending.numel():
+        keys, classes = sparse.majority(sparse.pack(sparse.cells_of(labelled_points, level_m)), labelled_classes, UNLABELLED)
+        query_cells = sparse.cells_of(query_points[pending], level_m)
+        for offset in offsets:
+            found = sparse.lookup(keys, sparse.pack(query_cells + offset))
+            hit = (found >= 0) & (out[pending] == UNLABELLED)
+            out[pending[hit]] = classes[found[hit]]
+        pending = pending[out[pending] == UNLABELLED]
+        if level_m >= max_distance_m:
+            break
+        level_m *= 2
+    return out
