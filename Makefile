@@ -28,7 +28,7 @@ test: setup
 	. $(VENV)/bin/activate && python -m pytest -q tests
 
 bench: setup
-	. $(VENV)/bin/activate && for b in benchmarks/bench_*.py; do python $$b; done
+	. $(VENV)/bin/activate && benchmarks/run_all.sh results/benchmarks.jsonl
 
 clean:
 	rm -rf results logs data/synthetic .snakemake

@@ -111,3 +111,17 @@ def test_backends_are_registered_and_nksr_explains_itself():
 
     with pytest.raises(UserError, match="nksr"):
         densify(cloud, "nksr", {})
+
+
+def test_closed_form_eigen_matches_torch_eigh():
+    """The closed-form 3 x 3 solver used for normals agrees with torch.linalg.eigh."""
+    from uniscene.occupancy.densify.normals import _smallest_eigen
+
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(2000, 30, 3, dtype=torch.float64, generator=generator)
+    points[1000:, :, 2] *= 0.01  # half of them nearly planar, as road and wall patches
+    covariance = torch.einsum("kni,knj->kij", points, points) / 30
+    values, normal = _smallest_eigen(covariance)
+    ref_values, ref_vectors = torch.linalg.eigh(covariance)
+    torch.testing.assert_close(values, ref_values, rtol=1e-6, atol=1e-9)
+    assert (normal * ref_vectors[:, :, 0]).sum(1).abs().min() > 1 - 1e-6

@@ -34,18 +34,34 @@ def estimate_normals(points: torch.Tensor, view: torch.Tensor, group: torch.Tens
     n = block[:, :1]
     mean = block[:, 1:4] / n
     covariance = block[:, 4:].reshape(-1, 3, 3) / n[:, :, None] - mean[:, :, None] * mean[:, None, :]
-    values, vectors = _batched_eigh(covariance + 1e-9 * torch.eye(3, dtype=covariance.dtype, device=points.device))
+    values, smallest_vector = _smallest_eigen(covariance + 1e-9 * torch.eye(3, dtype=covariance.dtype, device=points.device))
     enough = block[:, 0] >= 3  # fewer neighbours: face the sensor
-    normal = torch.where(enough[inverse, None], vectors[:, :, 0].float()[inverse], view)
+    normal = torch.where(enough[inverse, None], smallest_vector.float()[inverse], view)
     values = torch.where(enough[:, None], values, 1.0).float()[inverse]  # too few: isotropic, never planar
     return torch.where(((normal * view).sum(1) < 0)[:, None], -normal, normal), values
 
 
-def _batched_eigh(matrices: torch.Tensor, chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.linalg.eigh of [K, 3, 3] in chunks: CUDA's batched solver asks for workspace that
-    grows with K (82 GiB for the ~10^7 cells of a 40 s scene in one call)."""
-    parts = [torch.linalg.eigh(matrices[i:i + chunk]) for i in range(0, matrices.shape[0], chunk)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+def _smallest_eigen(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues [K, 3] (ascending) and the smallest one's unit eigenvector [K, 3] of symmetric
+    3 x 3 matrices [K, 3, 3], in closed form (Smith 1961). torch.linalg.eigh on CUDA asked for
+    82 GiB of workspace for the ~10^7 cells of a 40 s scene, chunked or not."""
+    a = covariance
+    q = a.diagonal(dim1=1, dim2=2).sum(1) / 3
+    off = a[:, 0, 1] ** 2 + a[:, 0, 2] ** 2 + a[:, 1, 2] ** 2
+    p = torch.sqrt(((a.diagonal(dim1=1, dim2=2) - q[:, None]) ** 2).sum(1) / 6 + off / 3)
+    eye = torch.eye(3, dtype=a.dtype, device=a.device)
+    b = (a - q[:, None, None] * eye) / p.clamp(min=1e-30)[:, None, None]
+    phi = torch.acos((torch.linalg.det(b) / 2).clamp(-1.0, 1.0)) / 3
+    largest = q + 2 * p * torch.cos(phi)
+    smallest = q + 2 * p * torch.cos(phi + 2 * torch.pi / 3)
+    values = torch.stack([smallest, 3 * q - largest - smallest, largest], 1)
+    # The smallest eigenvector is orthogonal to the rows of (A - l I): the longest cross product of two rows.
+    rows = a - smallest[:, None, None] * eye
+    crosses = torch.stack([torch.linalg.cross(rows[:, 0], rows[:, 1]), torch.linalg.cross(rows[:, 0], rows[:, 2]),
+                           torch.linalg.cross(rows[:, 1], rows[:, 2])], 1)  # [K, 3, 3]
+    best = crosses.norm(dim=2).argmax(1)
+    vector = crosses[torch.arange(a.shape[0], device=a.device), best]
+    return values, torch.nn.functional.normalize(vector, dim=1)
 
 
 def tangent_basis(normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
