@@ -4,7 +4,7 @@ METRIC_INPUTS = {
     "occ_label": ["frames", "occ_label"],
     "layout": ["frames", "layout"],
     "render": ["frames", "render"],
-    "lidar": ["frames", "lidar"],
+    "lidar": ["frames", "occ_label", "lidar"],
 }
 
 

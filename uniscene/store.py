@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 import warnings
 from pathlib import Path
 
@@ -90,6 +91,27 @@ def _encoding(dataset: xr.Dataset, frame_chunk: int) -> dict:
     return encoding
 
 
+@contextmanager
+def atomic_directory(path):
+    """Yield a temporary sibling folder of `path`; on success it replaces `path`, on failure it is removed.
+
+    A killed or failed writer therefore never leaves a folder at `path` that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, inputs=(), seed=None,
                 frame_chunk: int = 1, more_frames=()) -> Path:
     """Write `dataset` to the Zarr v3 store `path` atomically, with provenance attributes.
@@ -103,20 +125,11 @@ def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, i
     dataset.attrs[PROVENANCE_KEY] = json.loads(
         json.dumps(provenance(stage, config_subset, inputs, seed), default=_json_default)
     )
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_directory(path) as tmp:
         dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(dataset, frame_chunk))
         for part in more_frames:  # an append replaces the root attributes: carry the provenance along
             part = _vlen_strings(part).assign_attrs(dataset.attrs)
             part.to_zarr(tmp, append_dim="frame", zarr_format=3, consolidated=False)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

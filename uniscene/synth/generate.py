@@ -8,7 +8,6 @@ temporary sibling of the output folder, which is renamed into place last.
 
 import datetime as _dt
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.store import write_store
+from uniscene.store import atomic_directory, write_store
 from uniscene.synth import nuscenes_writer as nw
 from uniscene.synth.capture import CameraRays, capture_cameras, capture_lidar
 from uniscene.synth.kernels import candidate_pairs, slab_test
@@ -315,17 +314,13 @@ def generate_dataset(config: dict, out_dir, workers: int | None = None, progress
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder: choose another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     num_scenes = int(settings["num_scenes"])
     if workers is None:
         workers = int(settings["workers"]) or min(_usable_cores(), 2 * num_scenes)
-    tasks = [(kind, config, i, str(tmp)) for i in range(num_scenes) for kind in ("camera", "lidar")]
-    tasks = [task + ((1 + k % max(workers, 1)) if progress else -1,) for k, task in enumerate(tasks)]
-    try:
+    with atomic_directory(out) as tmp:
+        tmp.mkdir()
+        tasks = [(kind, config, i, str(tmp)) for i in range(num_scenes) for kind in ("camera", "lidar")]
+        tasks = [task + ((1 + k % max(workers, 1)) if progress else -1,) for k, task in enumerate(tasks)]
         results = {}
         bar = tqdm(total=len(tasks), desc="synth tasks", disable=not progress, position=0)
         if workers <= 1:
@@ -357,10 +352,4 @@ def generate_dataset(config: dict, out_dir, workers: int | None = None, progress
             tables["map"].append(nw.write_map(tmp, location, towns_by_location[location], logs_by_location[location]))
         nw.write_tables(tmp / version, tables)
         (tmp / "lidarseg" / version).mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
