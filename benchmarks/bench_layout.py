@@ -10,7 +10,6 @@ Run: python benchmarks/bench_layout.py [--frames 240] [--boxes 60]
 import argparse
 import datetime
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_layout import MAP_NAME, write_map_expansion  # noqa: E402
+from uniscene.data.handmade import write_map_expansion
 
-from uniscene.geometry import make_transform, yaw_to_quaternion  # noqa: E402
-from uniscene.grid import OccGrid  # noqa: E402
-from uniscene.layout import LayoutSettings, load_map, rasterise_layout, rasterise_map, scene_region_m  # noqa: E402
+from uniscene.geometry import make_transform, yaw_to_quaternion
+from uniscene.grid import OccGrid
+from uniscene.layout import LayoutSettings, load_map, rasterise_layout, rasterise_map, scene_region_m
+
+MAP_NAME = "boston-seaport"
 
 
 def road_grid(spacing_m=100.0, count=10, width_m=10.0):
@@ -69,7 +69,7 @@ def main():
                           "frames": args.frames, "boxes": args.boxes}), flush=True)
 
     with tempfile.TemporaryDirectory() as root:
-        write_map_expansion(Path(root), *road_grid())
+        write_map_expansion(Path(root), MAP_NAME, *road_grid())
         nusc_map = load_map(root, MAP_NAME)
         start = time.perf_counter()
         raster = rasterise_map(nusc_map, scene_region_m(world_from_ego, grid, settings.map_margin_m), settings.map_resolution_m)

@@ -1,12 +1,11 @@
 """BEV layout core on a hand-written map expansion and hand-made boxes (no dataset needed)."""
 
-import json
-
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from uniscene.classes import LAYOUT_CHANNEL_NAMES, MAP_LAYER_NAMES
+from uniscene.data.handmade import write_map_expansion
 from uniscene.errors import UserError
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
@@ -17,43 +16,6 @@ from uniscene.store import open_store, write_store
 
 GRID = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)
 MAP_NAME = "boston-seaport"
-EMPTY_TABLES = ("drivable_area", "road_segment", "road_block", "lane", "ped_crossing", "walkway", "stop_line",
-                "carpark_area", "road_divider", "lane_divider", "traffic_light", "lane_connector")
-
-
-def write_map_expansion(dataroot, polygons: dict, lines: dict):
-    """A minimal map expansion JSON (version 1.3): {layer: [[(x, y), ...], ...]} polygons and lines."""
-    tables = {name: [] for name in ("node", "polygon", "line") + EMPTY_TABLES}
-    tables.update(arcline_path_3={}, connectivity={}, version="1.3", canvas_edge=[3000.0, 3000.0])
-
-    def nodes(coords):
-        tokens = []
-        for x, y in coords:
-            tokens.append(f"node-{len(tables['node'])}")
-            tables["node"].append({"token": tokens[-1], "x": float(x), "y": float(y)})
-        return tokens
-
-    for layer, shapes in polygons.items():
-        for coords in shapes:
-            polygon = f"polygon-{len(tables['polygon'])}"
-            tables["polygon"].append({"token": polygon, "exterior_node_tokens": nodes(coords), "holes": []})
-            record = {"token": f"{layer}-{len(tables[layer])}"}
-            if layer == "drivable_area":
-                record["polygon_tokens"] = [polygon]
-            else:
-                record["polygon_token"] = polygon
-            if layer == "stop_line":
-                record.update(stop_line_type="STOP_SIGN", ped_crossing_tokens=[], traffic_light_tokens=[])
-            tables[layer].append(record)
-    for layer, shapes in lines.items():
-        for coords in shapes:
-            line = f"line-{len(tables['line'])}"
-            tables["line"].append({"token": line, "node_tokens": nodes(coords)})
-            tables[layer].append({"token": f"{layer}-{len(tables[layer])}", "line_token": line})
-    path = dataroot / "maps" / "expansion" / f"{MAP_NAME}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(tables))
-    return path
 
 
 def _square(cx, cy, half, yaw=0.0):
@@ -76,7 +38,7 @@ def town(tmp_path_factory):
     }
     # The lane divider leaves the scene's region and comes back: the region cuts it into pieces.
     lines = {"lane_divider": [[(510, 500), (900, 500), (900, 502), (520, 502)]], "road_divider": [[(650, 320), (650, 680)]]}
-    write_map_expansion(root, polygons, lines)
+    write_map_expansion(root, MAP_NAME, polygons, lines)
     num_frames = 6
     yaw = np.linspace(0.1, 1.3, num_frames)
     position = np.stack([np.linspace(600, 650, num_frames), np.linspace(500, 520, num_frames), np.zeros(num_frames)], 1)

@@ -218,3 +218,43 @@ def _write_scene(root, tables, s, num_keyframes, num_instances, with_truth, vers
             "box_category": ("box", np.array([INSTANCE_CATEGORIES[i % len(INSTANCE_CATEGORIES)] for i in range(num_instances)], dtype=object)),
         })
         write_store(root / "truth" / f"{name}.zarr", truth, stage="synth_truth", config_subset={"handmade": True}, frame_chunk=4096)
+
+
+_EMPTY_MAP_TABLES = ("drivable_area", "road_segment", "road_block", "lane", "ped_crossing", "walkway", "stop_line",
+                "carpark_area", "road_divider", "lane_divider", "traffic_light", "lane_connector")
+
+
+def write_map_expansion(dataroot: Path, map_name: str, polygons: dict, lines: dict) -> Path:
+    """A minimal map expansion JSON (version 1.3) at <dataroot>/maps/expansion/<map_name>.json, from
+    {layer: [[(x, y), ...], ...]} polygons and lines; the tables nuscenes-devkit needs are present, empty."""
+    tables = {name: [] for name in ("node", "polygon", "line") + _EMPTY_MAP_TABLES}
+    tables.update(arcline_path_3={}, connectivity={}, version="1.3", canvas_edge=[3000.0, 3000.0])
+
+    def nodes(coords):
+        tokens = []
+        for x, y in coords:
+            tokens.append(f"node-{len(tables['node'])}")
+            tables["node"].append({"token": tokens[-1], "x": float(x), "y": float(y)})
+        return tokens
+
+    for layer, shapes in polygons.items():
+        for coords in shapes:
+            polygon = f"polygon-{len(tables['polygon'])}"
+            tables["polygon"].append({"token": polygon, "exterior_node_tokens": nodes(coords), "holes": []})
+            record = {"token": f"{layer}-{len(tables[layer])}"}
+            if layer == "drivable_area":
+                record["polygon_tokens"] = [polygon]
+            else:
+                record["polygon_token"] = polygon
+            if layer == "stop_line":
+                record.update(stop_line_type="STOP_SIGN", ped_crossing_tokens=[], traffic_light_tokens=[])
+            tables[layer].append(record)
+    for layer, shapes in lines.items():
+        for coords in shapes:
+            line = f"line-{len(tables['line'])}"
+            tables["line"].append({"token": line, "node_tokens": nodes(coords)})
+            tables[layer].append({"token": f"{layer}-{len(tables[layer])}", "line_token": line})
+    path = dataroot / "maps" / "expansion" / f"{map_name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tables))
+    return path
