@@ -220,10 +220,8 @@ def scene_tables(config: dict, scene: SyntheticScene, lidar: dict, camera: dict,
         token = tok("sample_data", LIDAR_NAME, j)
         pose = tok("ego_pose", LIDAR_NAME, j)
         out["ego_pose"].append(_pose_record(pose, sweep["timestamp"], sweep["world_from_ego"]))
-        chains[LIDAR_NAME].append({
-            "token": token, "sample_token": sample_of(sweep["timestamp"]), "ego_pose_token": pose,
-            "calibrated_sensor_token": calib[LIDAR_NAME], "timestamp": sweep["timestamp"], "fileformat": "pcd",
-            "is_key_frame": sweep["is_key_frame"], "height": 0, "width": 0, "filename": sweep["filename"], "prev": "", "next": ""})
+        chains[LIDAR_NAME].append(_sample_data_record(token, sample_of(sweep["timestamp"]), pose, calib[LIDAR_NAME],
+                                                      sweep["timestamp"], "pcd", sweep["is_key_frame"], (0, 0), sweep["filename"]))
         if sweep["is_key_frame"]:
             # nuScenes-lidarseg's records share their sample_data's token (the devkit looks them up by it)
             out["lidarseg"].append({"token": token, "sample_data_token": token,
@@ -233,11 +231,9 @@ def scene_tables(config: dict, scene: SyntheticScene, lidar: dict, camera: dict,
             token = tok("sample_data", name, k)
             pose = tok("ego_pose", name, k)
             out["ego_pose"].append(_pose_record(pose, frame["timestamp"], frame["world_from_ego"]))
-            chains[name].append({
-                "token": token, "sample_token": sample_of(frame["timestamp"]), "ego_pose_token": pose,
-                "calibrated_sensor_token": calib[name], "timestamp": frame["timestamp"], "fileformat": "jpg",
-                "is_key_frame": frame["is_key_frame"], "height": h, "width": w, "filename": frame["filenames"][v],
-                "prev": "", "next": ""})
+            chains[name].append(_sample_data_record(token, sample_of(frame["timestamp"]), pose, calib[name],
+                                                    frame["timestamp"], "jpg", frame["is_key_frame"], (h, w),
+                                                    frame["filenames"][v]))
     for name, records in chains.items():
         _chain(records)
         out["sample_data"].extend(records)
@@ -305,6 +301,16 @@ def _usable_cores() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # pragma: no cover (not Linux)
         return os.cpu_count() or 1
+
+
+def _sample_data_record(token, sample_token, ego_pose_token, calibrated_sensor_token, timestamp, fileformat,
+                        is_key_frame, size_hw, filename) -> dict:
+    """One nuScenes sample_data row; prev/next are linked once the sensor's chain is complete."""
+    return {
+        "token": token, "sample_token": sample_token, "ego_pose_token": ego_pose_token,
+        "calibrated_sensor_token": calibrated_sensor_token, "timestamp": timestamp, "fileformat": fileformat,
+        "is_key_frame": is_key_frame, "height": size_hw[0], "width": size_hw[1], "filename": filename,
+        "prev": "", "next": ""}
 
 
 def generate_dataset(config: dict, out_dir, workers: int | None = None, progress: bool = True) -> Path:
