@@ -28,6 +28,12 @@ OCC_CLASS_NAMES = (
 NUM_OCC_CLASSES = len(OCC_CLASS_NAMES)  # 17
 FREE = 17
 OCC_CLASS_ID = {name: i for i, name in enumerate(OCC_CLASS_NAMES)}
+# The ground: flat classes that form the height field under everything else.
+GROUND_CLASSES = tuple(OCC_CLASS_ID[name] for name in ("driveable_surface", "other_flat", "sidewalk", "terrain"))
+# Things that move. Their points outside every box (an object before its first or after its
+# last annotation) would leave a trail through the static scene, so occ_label drops them.
+MOVABLE_CLASSES = tuple(OCC_CLASS_ID[name] for name in (
+    "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian", "trailer", "truck"))
 
 # Display colours (RGB, uint8) of classes 0..17, as the Occ3D visualisations use them.
 OCC_COLORS = np.array(

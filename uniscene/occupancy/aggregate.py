@@ -49,6 +49,7 @@ class Aggregate:
     classes: [N] int64, the points' own classes (0..16 or semantics.UNLABELLED).
     box_points: [N, 3] float32, each object point in its box frame (undefined for static points).
     sweep_origin: [S, 3] float32, the LiDAR's position at each sweep, scene frame.
+    source: [N] int64, each point's row in the sweeps' concatenated points.
     """
 
     points: torch.Tensor
@@ -57,6 +58,7 @@ class Aggregate:
     classes: torch.Tensor
     box_points: torch.Tensor
     sweep_origin: torch.Tensor
+    source: torch.Tensor
 
 
 def aggregate_sweeps(
@@ -93,6 +95,7 @@ def aggregate_sweeps(
         # 1. Drop the car's own body (ego frame), then sensor -> scene.
         ego = p @ ego_from_lidar_t[s, :3, :3].T + ego_from_lidar_t[s, :3, 3]
         keep = ~((ego >= ego_lower) & (ego <= ego_upper)).all(1)
+        source = torch.nonzero(keep).squeeze(1) + start
         p, c = p[keep], c[keep]
         p = p @ scene_from_lidar[s, :3, :3].T + scene_from_lidar[s, :3, 3]
         # 2. Point-box pairs whose footprint circle holds the point, then the exact (enlarged) box test.
@@ -111,7 +114,7 @@ def aggregate_sweeps(
         box_p = torch.zeros_like(p)
         box_p[point[first]] = local[first]
         slot = torch.where(slot == len(valid[s]), STATIC, slot)
-        parts.append((p, torch.full_like(slot, s), slot, c, box_p))
-    points, sweep, slot, point_classes, box_points = (torch.cat(column) for column in zip(*parts))
+        parts.append((p, torch.full_like(slot, s), slot, c, box_p, source))
+    points, sweep, slot, point_classes, box_points, source = (torch.cat(column) for column in zip(*parts))
     origin = scene_from_lidar[:, :3, 3]
-    return Aggregate(points, sweep, slot, point_classes, box_points, origin)
+    return Aggregate(points, sweep, slot, point_classes, box_points, origin, source)

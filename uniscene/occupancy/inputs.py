@@ -29,10 +29,11 @@ def load_scene(frames_path, allow_missing_lidarseg: bool = False) -> SceneArrays
             "nuScenes-lidarseg (lidarseg/<version>/ and lidarseg.json) into the dataroot and rerun `uniscene frames`, "
             "or set occ_label.allow_missing_lidarseg: true to label static voxels 'others'"
         )
-    points, classes, offsets = [], [], [0]
+    points, rings, classes, offsets = [], [], [], [0]
     for sweep_path, lidarseg_path in tqdm(list(zip(sweep_paths, lidarseg_paths)), desc="read sweeps", unit="sweep", leave=False):
         sweep = read_sweep(dataroot / sweep_path)
         points.append(sweep[:, :3])
+        rings.append(sweep[:, 4].astype(np.uint8))
         if lidarseg_path:
             source = dataroot / lidarseg_path
             classes.append(occ_classes_of_lidarseg(read_lidarseg(source, len(sweep)), str(source)))
@@ -46,6 +47,7 @@ def load_scene(frames_path, allow_missing_lidarseg: bool = False) -> SceneArrays
 
     return SceneArrays(
         points_lidar=np.concatenate(points),
+        ring=np.concatenate(rings),
         sweep_offsets=np.asarray(offsets, np.int64),
         lidarseg=np.concatenate(classes),
         sweep_timestamp_us=frames["sweep_timestamp_us"].values,

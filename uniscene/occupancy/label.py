@@ -7,9 +7,11 @@
 1. Aggregate every sweep (aggregate.py): static points in the scene frame, object points in
    their box frames.
 2. Semantics: lidarseg classes where a sweep has them, the nearest labelled static cell where
-   it does not; object points take their box's class.
-3. Densify each static and object cloud with the configured backend (densify/).
-4. Per frame: static surface into the frame's ego frame, object surfaces placed at the frame's
+   it does not; object points take their box's class. Static points of moving classes (an
+   object outside its annotated boxes) are dropped: they would leave a trail.
+3. Densify the static cloud with the configured backend (densify/) and fill the holes of the
+   ground (ground.py); carve each object's shape out of its box (carve.py).
+4. Per frame: static surface into the frame's ego frame, object shapes placed at the frame's
    boxes, voxelised by majority class; masks by ray casting (masks.py).
 
 Arrays, not files: the command (uniscene/commands/occ_label.py) reads and writes.
@@ -22,18 +24,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from uniscene.classes import FREE
+from uniscene.classes import FREE, MOVABLE_CLASSES
 from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
 from uniscene.occupancy.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occupancy.carve import carve_objects
 from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
+from uniscene.occupancy.ground import fill_ground
 from uniscene.occupancy.masks import camera_rays, mask_camera, mask_lidar
 from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
 from uniscene.occupancy.voxelize import voxelize
 
-STATIC_GROUP = 0  # densify group of the static scene; object slot b is group b + 1
+STATIC_GROUP = 0  # densify group of the static scene
 BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
 
 
@@ -47,9 +51,11 @@ class LabelOptions:
     ground_margin_m: float = 0.15
     cell_size_m: float | None = None  # None: half a voxel
     label_search_m: float = 3.0
-    mask_lidar_window_s: float = 0.5
+    mask_lidar_window_s: float = 0.0
     camera_ray_stride_px: int = 1
     patch_samples: int = 3
+    object_cell_m: float = 0.1
+    ground_fill_m: float = 10.0
     frames_per_batch: int = 16
     batch_memory_mb: int = 4096
     allow_missing_lidarseg: bool = False
@@ -71,7 +77,7 @@ class LabelOptions:
 class SceneArrays:
     """Everything the labeller needs of one scene (frames.zarr plus the sweep files), as arrays.
 
-    points_lidar: [N, 3] float32, every sweep's points in its sensor frame, concatenated.
+    points_lidar: [N, 3] float32, every sweep's points in its sensor frame, concatenated; ring: [N] uint8 their rings.
     sweep_offsets: [S + 1] int64. lidarseg: [N] uint8 occupancy class 0..16, or UNLABELLED.
     sweep_timestamp_us: [S] int64. ego_from_lidar, world_from_sweep_ego: [S, 4, 4].
     sweep_boxes: Boxes at the sweeps [S, B]. frame_timestamp_us: [T] int64.
@@ -80,6 +86,7 @@ class SceneArrays:
     """
 
     points_lidar: np.ndarray
+    ring: np.ndarray
     sweep_offsets: np.ndarray
     lidarseg: np.ndarray
     sweep_timestamp_us: np.ndarray
@@ -161,30 +168,30 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     else:
         cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
+    settled = ~torch.isin(cell_classes, torch.tensor(MOVABLE_CLASSES, device=device))  # a moving thing outside its boxes: dropped
+    static = Cloud(static.points[settled], static.view[settled], static.group[settled], cell_m)
+    cell_classes = cell_classes[settled]
 
-    # 3. Densify. Object clouds live in their box frames, one group per slot.
-    objects = _cloud(agg.box_points[~is_static], _rotate_into_boxes(view, agg, scene_boxes, ~is_static), agg.slot[~is_static] + 1, cell_m)
-    both = Cloud(torch.cat([static.points, objects.points]), torch.cat([static.view, objects.view]),
-                 torch.cat([static.group, objects.group]), cell_m)
-    surface = densify(both, options.backend, options.backend_options)
-    on_static = surface.group == STATIC_GROUP
-    static_classes = nearest_labels(static.points, cell_classes, surface.points[on_static], cell_m, options.label_search_m)
+    # 3. Densify the static scene; carve each object's shape out of its box (carve.py).
+    surface = densify(static, options.backend, options.backend_options)
+    static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m)
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
+    objects = carve_objects(
+        torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],
+        agg.sweep, agg.slot, agg.box_points, scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar, scene_boxes,
+        options.object_cell_m, grid.voxel_size_m / 2,
+    )
 
-    # 4. Each surface point becomes a small tangent patch (conservative voxelisation).
+    # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
     samples, owner = tangent_patches(surface.points, surface.group, cell_m, options.patch_samples)
-    group = surface.group[owner]
-    static_sample = group == STATIC_GROUP
-    classes_of_point = torch.zeros_like(surface.group)
-    classes_of_point[on_static] = static_classes
-    slot = group[~static_sample] - 1
+    ground_points, ground_classes = fill_ground(surface.points, static_classes, cell_m, options.ground_fill_m)
     box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     return LabelledSurface(
-        static_points=samples[static_sample],
-        static_classes=classes_of_point[owner][static_sample],
-        object_points=samples[~static_sample],
-        object_slot=slot,
-        object_classes=box_class[slot] if slot.numel() else slot,
+        static_points=torch.cat([samples, ground_points]),
+        static_classes=torch.cat([static_classes[owner], ground_classes]),
+        object_points=objects.points,
+        object_slot=objects.slot,
+        object_classes=box_class[objects.slot],
         ray_ends=agg.points,
         ray_sweep=agg.sweep,
         sweep_origin=agg.sweep_origin,
@@ -288,12 +295,3 @@ def _cloud(points: torch.Tensor, view: torch.Tensor, group: torch.Tensor, cell_m
     _, cell_group = sparse.unpack(keys)
     view = mean[:, 3:] / mean[:, 3:].norm(dim=1, keepdim=True).clamp(min=1e-6)
     return Cloud(mean[:, :3].contiguous(), view, cell_group, cell_m)
-
-
-def _rotate_into_boxes(view: torch.Tensor, agg, scene_boxes: Boxes, mask: torch.Tensor) -> torch.Tensor:
-    """View directions of the masked points [M, 3], rotated from the scene frame into their box frame."""
-    box_from_scene = torch.as_tensor(invert_transform(scene_boxes.world_from_box())[..., :3, :3], dtype=torch.float32, device=view.device)
-    rotation = box_from_scene[agg.sweep[mask], agg.slot[mask]]
-    return torch.einsum("nij,nj->ni", rotation, view[mask])
-
-

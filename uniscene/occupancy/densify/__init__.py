@@ -23,7 +23,7 @@ class Cloud:
 
     points: [N, 3] float32 metres. view: [N, 3] float32 unit vectors from the point towards the
     sensors that saw it (orients normals). group: [N] int64; surfaces never join across groups
-    (0 is the static scene, 1 + slot an object in its box frame).
+    (the labeller densifies one group, the static scene).
     """
 
     points: torch.Tensor

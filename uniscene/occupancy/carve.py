@@ -1,0 +1,205 @@
+"""Object shapes by space carving in each box's frame: the tight annotation box, less the space the LiDAR saw through.
+
+Annotation boxes are tight around their objects, so an object is the part of its box that the
+LiDAR never saw through. Each sweep is a range image (rows: the rings, by elevation; columns:
+azimuth bins); a cell of a box is carved when, seen from that sweep's sensor, it lies in front
+of what all four range-image neighbours of its direction returned: the space over a bonnet,
+under a trailer or between a cyclist's legs. The minimum over the neighbours keeps the cells
+between two rings where one ring hit the object (its surface may lie anywhere between them),
+and a margin of half a cell diagonal keeps the cells that a surface passes through, which the
+truth (positive-volume overlap) counts as occupied. Every sweep carves in the box frame of its
+own time, so a moving car is carved from all the angles it was seen at; sides that no sweep
+saw stay solid (the cameras, mounted beside the LiDAR, rarely see them either). A cell that
+holds a point of the object is never carved.
+
+The result is a set of points in the box frame: the corners of the solid's boundary cells
+(so that a voxel the solid only clips is still marked) and the centres of interior cells, at
+least one per half voxel, so that voxels inside the object are marked too.
+
+Letters: S sweeps, B box slots, G rings, A azimuth bins, N points, C cells.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uniscene.geometry import invert_transform
+from uniscene.occupancy import sparse
+from uniscene.occupancy.aggregate import STATIC, Boxes
+
+_CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+_FACES = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+
+
+@dataclass
+class ObjectShapes:
+    """Points of every object slot's solid, in its box frame: points [K, 3] float32, slot [K] int64."""
+
+    points: torch.Tensor
+    slot: torch.Tensor
+
+
+@dataclass
+class _BoxGrids:
+    """A grid of cells that tiles each slot's box exactly: half [B, 3] metres (box x y z), cells [B, 3], cell_size [B, 3]."""
+
+    half: torch.Tensor
+    cells: torch.Tensor
+    cell_size: torch.Tensor
+
+    def cell_of(self, local: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell [N, 3] int64 (clamped into the box) and position within it [N, 3] in 0..1, of box-frame points."""
+        scaled = (local + self.half[slot]) / self.cell_size[slot]
+        cell = torch.minimum(torch.floor(scaled).long().clamp(min=0), self.cells[slot] - 1)
+        return cell, scaled - cell
+
+    def key(self, cell: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        return sparse.pack(cell, slot)
+
+
+def carve_objects(
+    points_sensor: torch.Tensor,  # [N, 3] every sweep's returns in its sensor frame
+    ring: torch.Tensor,  # [N] int64 the ring (laser) of each return
+    sweep: torch.Tensor,  # [N] int64 sorted
+    slot: torch.Tensor,  # [N] int64 the box slot of each return, or STATIC
+    box_points: torch.Tensor,  # [N, 3] each return in its box's frame (where slot is not STATIC)
+    scene_from_sensor: np.ndarray,  # [S, 4, 4]
+    scene_boxes: Boxes,  # at the sweeps [S, B], scene frame
+    cell_m: float,
+    interior_step_m: float,
+) -> ObjectShapes:
+    """The solid of every box slot seen in any sweep, as box-frame points (see the module docstring).
+
+    cell_m: carving cell edge (shrunk per box so that whole cells tile the box); interior_step_m:
+    spacing of the interior points.
+    """
+    device = points_sensor.device
+    valid = torch.as_tensor(scene_boxes.valid, device=device)
+    seen = valid.any(0)
+    if not bool(seen.any()):
+        return ObjectShapes(torch.zeros((0, 3), device=device), torch.zeros(0, dtype=torch.long, device=device))
+    # the box of a slot: its largest size over the sweeps (nuScenes keeps one size per instance)
+    size = torch.as_tensor(scene_boxes.size, dtype=torch.float32, device=device)[..., [1, 0, 2]]  # (l, w, h) on box x y z
+    half = torch.where(valid[..., None], size, 0).amax(0) / 2  # [B, 3]
+    cells = torch.ceil(2 * half / cell_m).long().clamp(min=1)
+    grids = _BoxGrids(half, cells, 2 * half / cells)
+
+    slots = torch.nonzero(seen).squeeze(1)
+    cell_slot, cell = _all_cells(grids.cells[slots])
+    cell_slot = slots[cell_slot]
+    centre = (cell.float() + 0.5) * grids.cell_size[cell_slot] - grids.half[cell_slot]  # [C, 3] box frame
+    images = range_images(points_sensor, ring, sweep, slot, len(scene_from_sensor))
+    sensor_from_box = invert_transform(scene_from_sensor)[:, None] @ scene_boxes.world_from_box()  # [S, B, 4, 4]
+    sensor_from_box = torch.as_tensor(sensor_from_box, dtype=torch.float32, device=device)
+    margin = grids.cell_size[cell_slot].norm(dim=1) / 2  # [C] half a cell diagonal
+    carved = torch.zeros(cell_slot.numel(), dtype=torch.bool, device=device)
+    for s in range(valid.shape[0]):
+        here = torch.nonzero(valid[s, cell_slot] & ~carved).squeeze(1)
+        if here.numel() == 0:
+            continue
+        matrix = sensor_from_box[s, cell_slot[here]]
+        position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
+        carved[here] = position.norm(dim=1) + margin[here] < images.free_range(s, position, cell_slot[here])
+
+    is_hit = slot != STATIC
+    hit_cell, _ = grids.cell_of(box_points[is_hit], slot[is_hit])
+    solid = ~carved | torch.isin(grids.key(cell, cell_slot), grids.key(hit_cell, slot[is_hit]))
+    cell_slot, cell = cell_slot[solid], cell[solid]
+    return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m))
+
+
+@dataclass
+class RangeImages:
+    """Every sweep as a range image: rows are the rings sorted by elevation (`elevation` [G] radians,
+    ascending), columns A azimuth bins. ranges: [S, G, A] metres of the nearest return, 0 where none
+    (unknown); owner: [S, G, A] int64 its box slot or STATIC."""
+
+    ranges: torch.Tensor
+    owner: torch.Tensor
+    elevation: torch.Tensor
+
+    def free_range(self, sweep: int, position: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """[N] how far the sweep saw free space towards each sensor-frame point [N, 3] of box `slot` [N].
+
+        Between the two rings around the direction: where both hit the point's own object, the
+        surface runs between the two returns (interpolated); anywhere else its edge may lie
+        anywhere between them (the nearer return). Then the nearer of the two azimuth columns.
+        0 outside the rings, or next to a direction without a return.
+        """
+        rows, columns = self.ranges.shape[1:]
+        distance = position.norm(dim=1).clamp(min=1e-6)
+        elevation = torch.asin((position[:, 2] / distance).clamp(-1, 1))
+        upper = torch.searchsorted(self.elevation, elevation)
+        inside = (upper > 0) & (upper < rows)
+        upper = upper.clamp(1, rows - 1)
+        lower = upper - 1
+        weight = ((elevation - self.elevation[lower]) / (self.elevation[upper] - self.elevation[lower]).clamp(min=1e-9)).clamp(0, 1)
+        column = (torch.atan2(position[:, 1], position[:, 0]) + math.pi) / (2 * math.pi) * columns - 0.5
+        left = torch.floor(column).long() % columns
+        ranges, owner = self.ranges[sweep], self.owner[sweep]
+        free = None
+        for col in (left, (left + 1) % columns):
+            below, above = ranges[lower, col], ranges[upper, col]
+            on_object = (owner[lower, col] == slot) & (owner[upper, col] == slot) & (below > 0) & (above > 0)
+            column_free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
+            free = column_free if free is None else torch.minimum(free, column_free)
+        return torch.where(inside, free, torch.zeros_like(free))
+
+
+def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.Tensor, slot: torch.Tensor, num_sweeps: int) -> RangeImages:
+    """Range images of all sweeps: one row per ring (by its median elevation), as many columns as a ring's usual returns."""
+    device = points_sensor.device
+    distance = points_sensor.norm(dim=1).clamp(min=1e-6)
+    elevation = torch.asin((points_sensor[:, 2] / distance).clamp(-1, 1))
+    rings = torch.unique(ring)
+    ring_elevation = torch.stack([elevation[ring == g].median() for g in rings])
+    order = torch.argsort(ring_elevation)
+    row_of_ring = torch.zeros(int(rings.max()) + 1, dtype=torch.long, device=device)
+    row_of_ring[rings[order]] = torch.arange(rings.numel(), device=device)
+    row = row_of_ring[ring]
+    per_ring = torch.bincount(sweep * rings.numel() + row)
+    columns = max(1, int(torch.quantile(per_ring[per_ring > 0].float(), 0.9)))
+    column = ((torch.atan2(points_sensor[:, 1], points_sensor[:, 0]) + math.pi) / (2 * math.pi) * columns).long().clamp(max=columns - 1)
+    shape = (num_sweeps, rings.numel(), columns)
+    flat = (sweep * shape[1] + row) * columns + column
+    ranges = torch.full((int(np.prod(shape)),), math.inf, device=device).scatter_reduce_(0, flat, distance, reduce="amin")
+    owner = torch.full(ranges.shape, STATIC, dtype=torch.long, device=device)
+    nearest = distance == ranges[flat]
+    owner[flat[nearest]] = slot[nearest]
+    ranges = torch.where(torch.isinf(ranges), torch.zeros_like(ranges), ranges)
+    return RangeImages(ranges.view(shape), owner.view(shape), ring_elevation[order])
+
+
+def _all_cells(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every cell of boxes with `cells` [B', 3] cells each: (box index [C] into B', cell [C, 3])."""
+    counts = cells.prod(1)
+    owner = torch.repeat_interleave(torch.arange(cells.shape[0], device=cells.device), counts)
+    start = torch.cumsum(counts, 0) - counts
+    k = torch.arange(int(counts.sum()), device=cells.device) - start[owner]
+    ny, nz = cells[owner, 1], cells[owner, 2]
+    return owner, torch.stack([k // (ny * nz), (k // nz) % ny, k % nz], 1)
+
+
+def _solid_points(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, keys: torch.Tensor, interior_step_m: float):
+    """Box-frame points of a solid given as cells: corners of its boundary cells, centres of spaced interior cells."""
+    device = cell.device
+    order = torch.argsort(keys)
+    slot, cell, keys = slot[order], cell[order], keys[order]
+    faces = _FACES.to(device)
+    neighbour = cell[:, None] + faces[None]  # [C, 6, 3]
+    outside = ((neighbour < 0) | (neighbour >= grids.cells[slot][:, None])).any(-1)
+    present = sparse.lookup(keys, grids.key(neighbour.clamp(min=0).reshape(-1, 3), slot.repeat_interleave(6))).view(-1, 6) >= 0
+    boundary = (outside | ~present).any(1)
+    # corners of boundary cells, deduplicated on the lattice of cell corners
+    corner = (cell[boundary][:, None] + _CORNERS.to(device)[None]).reshape(-1, 3)
+    corner_slot = slot[boundary].repeat_interleave(8)
+    corner_keys = torch.unique(sparse.pack(corner, corner_slot))
+    corner, corner_slot = sparse.unpack(corner_keys)
+    corner_points = corner.float() * grids.cell_size[corner_slot] - grids.half[corner_slot]
+    # interior cells on a spaced sub-lattice
+    stride = torch.clamp(torch.floor(interior_step_m / grids.cell_size[slot]).long(), min=1)
+    inner = ~boundary & ((cell % stride) == 0).all(1)
+    inner_points = (cell[inner].float() + 0.5) * grids.cell_size[slot[inner]] - grids.half[slot[inner]]
+    return torch.cat([corner_points, inner_points]), torch.cat([corner_slot, slot[inner]])
