@@ -66,6 +66,39 @@ def run(scene, grid, options, device, frames=None) -> tuple[float, float, int]:
     return built - start, time.perf_counter() - built, count
 
 
+PHASES = ("aggregate_sweeps", "nearest_labels", "densify", "carve_objects", "fill_ground", "tangent_patches",
+          "voxelize", "camera_rays", "mask_camera", "_lidar_rays", "mask_lidar")
+
+
+def profile_phases(scene, grid, options, device, frames) -> dict:
+    """Seconds per labeller step (build_surface + label_frames on `frames`), each step synchronised."""
+    import uniscene.occupancy.label as label
+
+    seconds = dict.fromkeys(PHASES, 0.0)
+    originals = {name: getattr(label, name) for name in PHASES}
+
+    def timed(name, function):
+        def call(*args, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds[name] += time.perf_counter() - start
+            return result
+        return call
+
+    for name, function in originals.items():
+        setattr(label, name, timed(name, function))
+    try:
+        run(scene, grid, options, device, frames)
+    finally:
+        for name, function in originals.items():
+            setattr(label, name, function)
+    return {name: round(value, 3) for name, value in seconds.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=40.0)
@@ -73,6 +106,7 @@ def main():
     parser.add_argument("--devices", nargs="+", default=["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
     parser.add_argument("--cpu-frames", type=int, default=48, help="frames timed on the CPU (0 = all)")
     parser.add_argument("--dataroot", type=Path, help="an existing synthetic dataset of one scene (skips `uniscene synth`)")
+    parser.add_argument("--profile-frames", type=int, default=0, help="also time each labeller step on this many frames per device")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config, frames_path = prepare(Path(tmp), args.duration_s, args.dataroot)
@@ -97,6 +131,10 @@ def main():
             emit(device, f"{options.backend} frames per second, whole scene", round(fps, 2), "frames/s")
             if device == "cuda":
                 emit(device, "peak GPU memory", round(torch.cuda.max_memory_allocated() / 2**30, 3), "GiB")
+            if args.profile_frames:
+                subset = np.arange(min(args.profile_frames, total))
+                emit(device, f"seconds per step ({len(subset)} frames, surface whole)", profile_phases(scene, grid, options, device, subset), "s")
+        emit("-", f"peak host memory (RSS) after the {options.backend} runs", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "GiB")
         poisson = LabelOptions.from_config({**config, "occ_label": {**config["occ_label"], "backend": "poisson"}})
         subset = np.linspace(0, total - 1, min(args.poisson_frames, total)).round().astype(int)
         surface_s, frames_s, count = run(scene, grid, poisson, "cpu", subset)

@@ -89,9 +89,9 @@ def test_masks_match_a_hand_built_scene():
     occupied[0, 6:8] = True
     k = np.array([[2.0, 0.0, 2.0], [0.0, 2.0, 2.0], [0.0, 0.0, 1.0]])  # 4 x 4 pixels, 90 deg field of view
     opencv = np.array([[0.0, 0.0, 1.0, -1.99], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0, 0, 0, 1.0]])
-    origins, directions, frame = camera_rays(k[None, None], opencv[None, None], np.array([[4, 4]]), 1)
+    origins, directions, frame = camera_rays(torch.tensor(k)[None, None], torch.tensor(opencv)[None, None], np.array([[4, 4]]), 1)
     assert origins.shape == (16, 3)
-    visible = mask_camera(GRID, occupied, torch.tensor(origins), torch.tensor(directions), torch.tensor(frame))[0]
+    visible = mask_camera(GRID, occupied, origins, directions, frame)[0]
     assert not visible[8:].any()  # behind the wall's first layer nothing is visible
     assert not visible[7].any()  # the wall's second layer is hidden by its first
     # The 4 inner pixels (tan = +-0.25 off axis) meet the wall at y, z = +-0.6; the 12 outer ones

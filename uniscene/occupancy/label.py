@@ -237,12 +237,10 @@ def label_frames(
         occupied = semantics != FREE
         # 3. Camera visibility.
         origins, directions, ray_frame = camera_rays(
-            scene.cam_intrinsics[batch], scene.ego_from_cam[batch], scene.cam_image_size, options.camera_ray_stride_px
+            torch.as_tensor(scene.cam_intrinsics[batch], device=device), torch.as_tensor(scene.ego_from_cam[batch], device=device),
+            scene.cam_image_size, options.camera_ray_stride_px,
         )
-        visible = mask_camera(
-            grid, occupied, torch.as_tensor(origins, dtype=torch.float32, device=device),
-            torch.as_tensor(directions, dtype=torch.float32, device=device), torch.as_tensor(ray_frame, device=device),
-        )
+        visible = mask_camera(grid, occupied, origins, directions, ray_frame)
         # 4. LiDAR observation: the rays of the sweeps within the window around each frame.
         origins, ends, ray_frame = _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, ray_offsets)
         observed = mask_lidar(grid, occupied, origins, ends, ray_frame)

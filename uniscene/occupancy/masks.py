@@ -41,26 +41,31 @@ def mask_lidar(
 
 
 def camera_rays(
-    intrinsics: np.ndarray,  # [F, V, 3, 3] K at the image size
-    ego_from_cam: np.ndarray,  # [F, V, 4, 4] OpenCV camera axes
+    intrinsics: torch.Tensor,  # [F, V, 3, 3] K at the image size
+    ego_from_cam: torch.Tensor,  # [F, V, 4, 4] OpenCV camera axes
     image_size_hw: np.ndarray,  # [V, 2]
     stride_px: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Origins [R, 3], unit directions [R, 3] (ego frame) and frame index [R] of pixel-centre rays.
 
-    One ray every `stride_px` pixels along each image axis, through the centre of its block.
+    One ray every `stride_px` pixels along each image axis, through the centre of its block;
+    on the device of the tensors given.
     """
+    device = intrinsics.device
+    num_frames = intrinsics.shape[0]
+    cam_from_pixel = torch.linalg.inv(intrinsics.double()).float()  # [F, V, 3, 3]
     origins, directions, frames = [], [], []
-    for cam, (height, width) in enumerate(np.asarray(image_size_hw)):
-        u, v = np.meshgrid(np.arange(0, width, stride_px) + stride_px / 2, np.arange(0, height, stride_px) + stride_px / 2)
-        pixels = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)  # [P, 3]
-        rays_cam = np.einsum("fij,pj->fpi", np.linalg.inv(intrinsics[:, cam]), pixels)  # [F, P, 3]
-        rays_ego = np.einsum("fij,fpj->fpi", ego_from_cam[:, cam, :3, :3], rays_cam)
-        rays_ego /= np.linalg.norm(rays_ego, axis=-1, keepdims=True)
-        directions.append(rays_ego.reshape(-1, 3))
-        origins.append(np.repeat(ego_from_cam[:, cam, :3, 3], pixels.shape[0], axis=0))
-        frames.append(np.repeat(np.arange(intrinsics.shape[0]), pixels.shape[0]))
-    return np.concatenate(origins), np.concatenate(directions), np.concatenate(frames)
+    for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
+        u = torch.arange(0, width, stride_px, device=device, dtype=torch.float32) + stride_px / 2
+        v = torch.arange(0, height, stride_px, device=device, dtype=torch.float32) + stride_px / 2
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        pixels = torch.stack([uu.reshape(-1), vv.reshape(-1), torch.ones_like(uu).reshape(-1)], 1)  # [P, 3]
+        rotation = ego_from_cam[:, cam, :3, :3].float() @ cam_from_pixel[:, cam]  # [F, 3, 3] pixel -> ego direction
+        rays = torch.nn.functional.normalize(torch.einsum("fij,pj->fpi", rotation, pixels), dim=-1)
+        directions.append(rays.reshape(-1, 3))
+        origins.append(ego_from_cam[:, cam, :3, 3].float().repeat_interleave(pixels.shape[0], 0))
+        frames.append(torch.arange(num_frames, device=device).repeat_interleave(pixels.shape[0]))
+    return torch.cat(origins), torch.cat(directions), torch.cat(frames)
 
 
 def mask_camera(
