@@ -58,7 +58,7 @@ def _carve(interior_step_m=0.1):
     boxes = Boxes(np.broadcast_to(BOX_CENTER, (15, 1, 3)).copy(), np.broadcast_to([2.0, 4.0, 2.0], (15, 1, 3)).astype(np.float32),
                   np.broadcast_to([1.0, 0, 0, 0], (15, 1, 4)).copy(), np.ones((15, 1), bool))
     return carve_objects(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
-                         as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes, 0.1, interior_step_m)
+                         as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes, 0.1, interior_step_m, 0.0)
 
 
 def test_carving_empties_the_space_over_the_bonnet_and_keeps_the_solid():

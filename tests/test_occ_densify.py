@@ -58,6 +58,10 @@ def test_voxelize_votes_per_voxel_and_frame():
     semantics = voxelize(grid, points, classes, frame, 2)
     assert semantics[0, 0, 0, 0] == 3 and semantics[1, 1, 1, 1] == 7
     assert (semantics == 17).sum() == 2 * 8 - 2
+    # a thing (car, 4) reaching into a voxel of road (11) takes it, however few its points
+    road_and_wheel = torch.tensor([[0.5, 0.5, 0.1], [0.6, 0.5, 0.1], [0.7, 0.5, 0.1], [0.5, 0.5, 0.9]])
+    semantics = voxelize(grid, road_and_wheel, torch.tensor([11, 11, 11, 4]), torch.zeros(4, dtype=torch.long), 1)
+    assert semantics[0, 0, 0, 0] == 4
 
 
 def _ring_plane(gap_m: float, edge_m: float = 3.0):

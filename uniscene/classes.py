@@ -28,6 +28,8 @@ OCC_CLASS_NAMES = (
 NUM_OCC_CLASSES = len(OCC_CLASS_NAMES)  # 17
 FREE = 17
 OCC_CLASS_ID = {name: i for i, name in enumerate(OCC_CLASS_NAMES)}
+# Things: the classes of objects with boxes (1..10); the rest (0, 11..16) is stuff.
+THING_CLASSES = tuple(range(OCC_CLASS_ID["barrier"], OCC_CLASS_ID["truck"] + 1))
 # The ground: flat classes that form the height field under everything else.
 GROUND_CLASSES = tuple(OCC_CLASS_ID[name] for name in ("driveable_surface", "other_flat", "sidewalk", "terrain"))
 # Things that move. Their points outside every box (an object before its first or after its

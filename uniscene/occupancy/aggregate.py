@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from uniscene.classes import OCC_CLASS_ID
+from uniscene.classes import THING_CLASSES
 from uniscene.geometry import invert_transform, make_transform
 
 STATIC = -1  # slot of a point that belongs to no box
-LAST_THING_CLASS = OCC_CLASS_ID["truck"]  # classes 1..10 are objects with boxes; 11..16 are stuff
 
 
 @dataclass
@@ -105,7 +104,7 @@ def aggregate_sweeps(
         local = torch.einsum("nij,nj->ni", box_from_scene[s, box, :3, :3], p[point]) + box_from_scene[s, box, :3, 3]
         inside = ((local >= lower[s, box]) & (local <= upper[s, box])).all(1)
         # the bottom slice is ground, unless lidarseg says the point is a thing (an object class)
-        inside &= (local[:, 2] >= ground_top[s, box]) | ((c[point] >= 1) & (c[point] <= LAST_THING_CLASS))
+        inside &= (local[:, 2] >= ground_top[s, box]) | ((c[point] >= THING_CLASSES[0]) & (c[point] <= THING_CLASSES[-1]))
         point, box, local = point[inside], box[inside], local[inside]
         # 3. A point in several boxes joins the first; every other point is static.
         slot = torch.full((p.shape[0],), len(valid[s]), dtype=torch.long, device=device)

@@ -3,9 +3,10 @@
 Annotation boxes are tight around their objects, so an object is the part of its box that the
 LiDAR never saw through. Each sweep is a range image (rows: the rings, by elevation; columns:
 azimuth bins); a cell of a box is carved when, seen from that sweep's sensor, it lies in front
-of what all four range-image neighbours of its direction returned: the space over a bonnet,
-under a trailer or between a cyclist's legs. The minimum over the neighbours keeps the cells
-between two rings where one ring hit the object (its surface may lie anywhere between them),
+of what the two rings around its direction returned in its azimuth column: the space over a
+bonnet, under a trailer or between a cyclist's legs. Where both rings hit the object, its
+surface runs between the two returns; otherwise the nearer return counts, which keeps the cells
+between two rings where one ring hit the object (its edge may lie anywhere between them),
 and a margin of half a cell diagonal keeps the cells that a surface passes through, which the
 truth (positive-volume overlap) counts as occupied. Every sweep carves in the box frame of its
 own time, so a moving car is carved from all the angles it was seen at; sides that no sweep
@@ -69,11 +70,13 @@ def carve_objects(
     scene_boxes: Boxes,  # at the sweeps [S, B], scene frame
     cell_m: float,
     interior_step_m: float,
+    floor_m: float,
 ) -> ObjectShapes:
     """The solid of every box slot seen in any sweep, as box-frame points (see the module docstring).
 
     cell_m: carving cell edge (shrunk per box so that whole cells tile the box); interior_step_m:
-    spacing of the interior points.
+    spacing of the interior points; floor_m: the bottom slice of the box, under a car's body and
+    between its wheels, which the LiDAR rarely sees into: solid only where hit.
     """
     device = points_sensor.device
     valid = torch.as_tensor(scene_boxes.valid, device=device)
@@ -105,7 +108,8 @@ def carve_objects(
 
     is_hit = slot != STATIC
     hit_cell, _ = grids.cell_of(box_points[is_hit], slot[is_hit])
-    solid = ~carved | torch.isin(grids.key(cell, cell_slot), grids.key(hit_cell, slot[is_hit]))
+    above_floor = centre[:, 2] > floor_m - grids.half[cell_slot, 2]
+    solid = (~carved & above_floor) | torch.isin(grids.key(cell, cell_slot), grids.key(hit_cell, slot[is_hit]))
     cell_slot, cell = cell_slot[solid], cell[solid]
     return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m))
 
@@ -125,7 +129,7 @@ class RangeImages:
 
         Between the two rings around the direction: where both hit the point's own object, the
         surface runs between the two returns (interpolated); anywhere else its edge may lie
-        anywhere between them (the nearer return). Then the nearer of the two azimuth columns.
+        anywhere between them (the nearer return); in the azimuth column of the direction.
         0 outside the rings, or next to a direction without a return.
         """
         rows, columns = self.ranges.shape[1:]
@@ -136,15 +140,11 @@ class RangeImages:
         upper = upper.clamp(1, rows - 1)
         lower = upper - 1
         weight = ((elevation - self.elevation[lower]) / (self.elevation[upper] - self.elevation[lower]).clamp(min=1e-9)).clamp(0, 1)
-        column = (torch.atan2(position[:, 1], position[:, 0]) + math.pi) / (2 * math.pi) * columns - 0.5
-        left = torch.floor(column).long() % columns
+        column = ((torch.atan2(position[:, 1], position[:, 0]) + math.pi) / (2 * math.pi) * columns).long() % columns
         ranges, owner = self.ranges[sweep], self.owner[sweep]
-        free = None
-        for col in (left, (left + 1) % columns):
-            below, above = ranges[lower, col], ranges[upper, col]
-            on_object = (owner[lower, col] == slot) & (owner[upper, col] == slot) & (below > 0) & (above > 0)
-            column_free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
-            free = column_free if free is None else torch.minimum(free, column_free)
+        below, above = ranges[lower, column], ranges[upper, column]
+        on_object = (owner[lower, column] == slot) & (owner[upper, column] == slot) & (below > 0) & (above > 0)
+        free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
         return torch.where(inside, free, torch.zeros_like(free))
 
 

@@ -55,6 +55,7 @@ class LabelOptions:
     camera_ray_stride_px: int = 1
     patch_samples: int = 3
     object_cell_m: float = 0.1
+    object_floor_m: float = 0.25
     ground_fill_m: float = 10.0
     frames_per_batch: int = 16
     batch_memory_mb: int = 4096
@@ -179,7 +180,7 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     objects = carve_objects(
         torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],
         agg.sweep, agg.slot, agg.box_points, scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar, scene_boxes,
-        options.object_cell_m, grid.voxel_size_m / 2,
+        options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m,
     )
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.

@@ -49,13 +49,16 @@ def lookup(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return torch.where(sorted_keys[position] == query, position, torch.full_like(position, -1))
 
 
-def majority(keys: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most frequent label per key (ties go to the larger label).
+def majority(keys: torch.Tensor, labels: torch.Tensor, num_classes: int, priority: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most frequent label per key (ties go to the larger label); with `priority` ([C] bool), a
+    key holding any label of priority takes the most frequent of those.
 
     keys [N] int64, labels [N] int64 in [0, C) -> (unique keys [K] sorted, label [K] int64).
     """
     unique, inverse = torch.unique(keys, return_inverse=True)
     pairs, counts = torch.unique(inverse * num_classes + labels.long(), return_counts=True)
+    if priority is not None:
+        counts = counts + priority.to(counts.device)[pairs % num_classes].long() * (int(counts.max()) + 1)
     # Sort the (key, label) pairs by count, then stably by key: each key's last pair has the top count.
     order = torch.argsort(counts, stable=True)
     order = order[torch.argsort(pairs[order] // num_classes, stable=True)]
