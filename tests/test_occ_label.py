@@ -230,3 +230,19 @@ def test_scene_without_lidarseg_labels_static_voxels_others():
     surface = build_surface(scene, GRID, options)
     assert (surface.static_classes == OCC_CLASS_ID["others"]).all()
     assert (surface.object_classes == OCC_CLASS_ID["car"]).all()
+
+
+def test_an_object_outside_its_annotated_boxes_leaves_no_trail():
+    """The car is annotated only from 1 s on (as an object entering annotation range): its points
+    before that are static points of a moving class and are dropped, not smeared along its path."""
+    scene = build_scene()
+    late = scene.sweep_timestamp_us < 1_000_000
+    scene.sweep_boxes = Boxes(scene.sweep_boxes.center, scene.sweep_boxes.size, scene.sweep_boxes.rotation,
+                              scene.sweep_boxes.valid & ~late[:, None])
+    surface = build_surface(scene, GRID, LabelOptions())
+    assert not (surface.static_classes == OCC_CLASS_ID["car"]).any()
+    frames = np.flatnonzero(scene.frame_timestamp_us >= 1_000_000)
+    for batch in label_frames(surface, scene, GRID, LabelOptions(), frames):
+        for f, semantics in zip(batch.frames, batch.semantics):
+            near_box = ndimage.binary_dilation(truth_semantics(scene, f) == OCC_CLASS_ID["car"], np.ones((3, 3, 3)))
+            assert not ((semantics != FREE) & (semantics != OCC_CLASS_ID["driveable_surface"]) & (semantics != OCC_CLASS_ID["manmade"]) & ~near_box).any()
