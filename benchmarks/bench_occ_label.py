@@ -106,11 +106,14 @@ def main():
     parser.add_argument("--devices", nargs="+", default=["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
     parser.add_argument("--cpu-frames", type=int, default=48, help="frames timed on the CPU (0 = all)")
     parser.add_argument("--dataroot", type=Path, help="an existing synthetic dataset of one scene (skips `uniscene synth`)")
+    parser.add_argument("--voxel-size-m", type=float, help="label on the config's grid range at this voxel size (e.g. 0.1: 800 x 800 x 64); the dataset keeps the config's grid")
     parser.add_argument("--profile-frames", type=int, default=0, help="also time each labeller step on this many frames per device")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config, frames_path = prepare(Path(tmp), args.duration_s, args.dataroot)
         grid = OccGrid.from_config(config)
+        if args.voxel_size_m:
+            grid = OccGrid(grid.range_m, args.voxel_size_m)
         options = LabelOptions.from_config(config)
         scene = load_scene(frames_path)
         total = len(scene.frame_timestamp_us)
@@ -135,6 +138,8 @@ def main():
                 subset = np.arange(min(args.profile_frames, total))
                 emit(device, f"seconds per step ({len(subset)} frames, surface whole)", profile_phases(scene, grid, options, device, subset), "s")
         emit("-", f"peak host memory (RSS) after the {options.backend} runs", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "GiB")
+        if args.poisson_frames == 0:
+            return
         poisson = LabelOptions.from_config({**config, "occ_label": {**config["occ_label"], "backend": "poisson"}})
         subset = np.linspace(0, total - 1, min(args.poisson_frames, total)).round().astype(int)
         surface_s, frames_s, count = run(scene, grid, poisson, "cpu", subset)
