@@ -55,11 +55,10 @@ class _BoxGrids:
     cells: torch.Tensor
     cell_size: torch.Tensor
 
-    def cell_of(self, local: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cell [N, 3] int64 (clamped into the box) and position within it [N, 3] in 0..1, of box-frame points."""
+    def cell_of(self, local: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Cell [N, 3] int64 of box-frame points [N, 3], clamped into the box."""
         scaled = (local + self.half[slot]) / self.cell_size[slot]
-        cell = torch.minimum(torch.floor(scaled).long().clamp(min=0), self.cells[slot] - 1)
-        return cell, scaled - cell
+        return torch.minimum(torch.floor(scaled).long().clamp(min=0), self.cells[slot] - 1)
 
     def key(self, cell: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         return sparse.pack(cell, slot)
@@ -112,7 +111,7 @@ def carve_objects(
         carved[here] = position.norm(dim=1) + margin[here] < images.free_range(s, position, cell_slot[here])
 
     is_hit = slot != STATIC
-    hit_cell, _ = grids.cell_of(box_points[is_hit], slot[is_hit])
+    hit_cell = grids.cell_of(box_points[is_hit], slot[is_hit])
     above_floor = centre[:, 2] > floor_m - grids.half[cell_slot, 2]
     solid = (~carved & above_floor) | torch.isin(grids.key(cell, cell_slot), grids.key(hit_cell, slot[is_hit]))
     cell_slot, cell = cell_slot[solid], cell[solid]

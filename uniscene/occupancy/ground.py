@@ -26,17 +26,18 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     is_ground = torch.isin(classes, torch.tensor(GROUND_CLASSES, device=device))
     if fill_m <= 0 or not bool(is_ground.any()):
         return points.new_zeros((0, 3)), classes.new_zeros(0)
-    xy = points[:, :2].double().cpu().numpy()
-    lower = np.floor(xy.min(0) / cell_m).astype(np.int64)
-    ij = np.floor(xy / cell_m).astype(np.int64) - lower
+    xyz = points.double().cpu().numpy()
+    lower = np.floor(xyz[:, :2].min(0) / cell_m).astype(np.int64)
+    ij = np.floor(xyz[:, :2] / cell_m).astype(np.int64) - lower
     shape = tuple(ij.max(0) + 1)
     flat = np.ravel_multi_index(ij.T, shape)
     ground = is_ground.cpu().numpy()
     # per cell: mean ground height, majority ground class, and whether other static surface covers it
     count = np.bincount(flat[ground], minlength=int(np.prod(shape)))
-    height = np.bincount(flat[ground], weights=points[:, 2].double().cpu().numpy()[ground], minlength=count.size) / np.maximum(count, 1)
-    votes = np.zeros((count.size, len(GROUND_CLASSES)), np.int64)
-    np.add.at(votes, (flat[ground], np.searchsorted(GROUND_CLASSES, classes.cpu().numpy()[ground])), 1)
+    height = np.bincount(flat[ground], weights=xyz[ground, 2], minlength=count.size) / np.maximum(count, 1)
+    ground_index = np.searchsorted(GROUND_CLASSES, classes.cpu().numpy()[ground])
+    votes = np.bincount(flat[ground] * len(GROUND_CLASSES) + ground_index, minlength=count.size * len(GROUND_CLASSES))
+    votes = votes.reshape(count.size, len(GROUND_CLASSES))
     covered = np.bincount(flat[~ground], minlength=count.size) > 0
     has_ground = (count > 0).reshape(shape)
     distance, nearest = ndimage.distance_transform_edt(~has_ground, return_indices=True)

@@ -157,12 +157,12 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
         scene_boxes, scene.lidarseg, options.ego_box_m, options.box_margin_m, options.ground_margin_m, device,
     )
     classes = agg.classes
-    view = agg.sweep_origin[agg.sweep] - agg.points
-    view = view / view.norm(dim=1, keepdim=True).clamp(min=1e-6)
     is_static = agg.slot == STATIC
+    view = agg.sweep_origin[agg.sweep[is_static]] - agg.points[is_static]  # towards the sensor that saw each static point
+    view = view / view.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
     # 2. Static semantics: cells with labelled points vote; the rest take the nearest labelled cell.
-    static = _cloud(agg.points[is_static], view[is_static], torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
+    static = _cloud(agg.points[is_static], view, torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
     static_labelled = is_static & (classes != UNLABELLED)
     if static_labelled.any():
         cell_classes = nearest_labels(agg.points[static_labelled], classes[static_labelled], static.points, cell_m, options.label_search_m)
