@@ -8,7 +8,8 @@ import torch
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
 from uniscene.occupancy.densify import Cloud, backend_names, densify
-from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
+from uniscene.classes import OCC_CLASS_ID
+from uniscene.occupancy.semantics import UNLABELLED, nearest_labels, spread_labels
 from uniscene.occupancy.voxelize import voxelize
 
 
@@ -48,6 +49,21 @@ def test_nearest_labels_is_within_a_cell_of_the_true_nearest():
         assert same_class.min() <= distance[q].min() * 2 + 4 * cell * np.sqrt(3)
     far = nearest_labels(torch.tensor(labelled), torch.tensor(classes), torch.tensor([[100.0, 100.0, 100.0]]), cell, 1.0)
     assert far.item() == UNLABELLED
+
+
+def test_a_cone_labels_its_own_cells_but_not_the_ground_in_its_shadow():
+    """A dense cone of returns beside a sparsely labelled road: the road behind the cone stays road."""
+    cone, road = OCC_CLASS_ID["traffic_cone"], OCC_CLASS_ID["driveable_surface"]
+    rng = np.random.default_rng(3)
+    cone_points = np.c_[rng.uniform(-0.15, 0.15, (600, 2)), rng.uniform(0.0, 0.9, 600)]  # many bright returns
+    road_points = np.c_[rng.uniform(-6, -1, (40, 2)), np.zeros(40)]  # a few labelled road returns, in front of the cone
+    labelled = torch.tensor(np.concatenate([cone_points, road_points]))
+    classes = torch.tensor([cone] * 600 + [road] * 40)
+    queries = torch.tensor([[0.2, 0.0, 0.1],  # beside the cone, in its cell block
+                            [1.6, 0.0, 0.0]])  # the road in its shadow, 1.6 m behind it
+    cell = 0.2
+    assert nearest_labels(labelled, classes, queries, cell, 20.0).tolist() == [cone, cone]  # plain spreading paints the road
+    assert spread_labels(labelled, classes, queries, cell, 20.0).tolist() == [cone, road]
 
 
 def test_voxelize_votes_per_voxel_and_frame():

@@ -10,7 +10,7 @@ Letters: N points, L labelled cells, Q queries.
 import numpy as np
 import torch
 
-from uniscene.classes import LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
+from uniscene.classes import FIXED_THING_CLASSES, LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
 from uniscene.errors import UserError
 from uniscene.occupancy import sparse
 
@@ -60,4 +60,26 @@ def nearest_labels(
         if level_m >= max_distance_m:
             break
         level_m *= 2
+    return out
+
+
+def spread_labels(
+    labelled_points: torch.Tensor,  # [L, 3]
+    labelled_classes: torch.Tensor,  # [L] int64, no UNLABELLED
+    query_points: torch.Tensor,  # [Q, 3], same frame
+    cell_m: float,
+    max_distance_m: float,
+) -> torch.Tensor:
+    """`nearest_labels` for the static scene, where a fixed thing's class reaches only the query's own block of cells.
+
+    A barrier or cone outside every box (before its first annotation, beyond 50 m) is real and
+    stays, but its dense, bright returns would win the coarse levels' majority votes and paint
+    the ground in its LiDAR shadow metres away; so these classes label the 3 x 3 x 3 cells around
+    them, and everything else labels up to `max_distance_m`. (Moving things outside their boxes
+    are dropped afterwards, so their reach does no harm.)
+    """
+    out = nearest_labels(labelled_points, labelled_classes, query_points, cell_m, cell_m)
+    rest = torch.nonzero(out == UNLABELLED).squeeze(1)
+    far_reaching = ~torch.isin(labelled_classes, torch.tensor(FIXED_THING_CLASSES, device=labelled_classes.device))
+    out[rest] = nearest_labels(labelled_points[far_reaching], labelled_classes[far_reaching], query_points[rest], cell_m, max_distance_m)
     return out

@@ -34,7 +34,10 @@ class Cloud:
 
 @dataclass
 class Surface:
-    """Densified surface samples: points [M, 3] float32, group [M] int64 (as the cloud's)."""
+    """Densified surface samples: points [M, 3] float32, group [M] int64 (as the cloud's).
+
+    The cloud's own N points come first, unchanged; rows N.. are what the backend added.
+    """
 
     points: torch.Tensor
     group: torch.Tensor
