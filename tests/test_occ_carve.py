@@ -18,9 +18,11 @@ BOX_CENTER = np.array([0.0, 0.0, 1.0])
 SOLIDS = [((-2.0, -1.0, 0.0), (2.0, 1.0, 1.0)), ((-2.0, -1.0, 1.0), (0.0, 1.0, 2.0))]  # world-axis (lower, upper)
 WALL_Y_M = 12.0
 SENSOR_HEIGHT_M = 1.84
+CAR, BARRIER = OCC_CLASS_ID["car"], OCC_CLASS_ID["barrier"]
+TWIN_CENTER = np.array([0.0, WALL_Y_M + 5.0, 1.0])
 
 
-def _cast(origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cast(origin: np.ndarray, directions: np.ndarray, solids) -> tuple[np.ndarray, np.ndarray]:
     """Range [N] (inf: no hit) and whether the hit is on the object [N], from one origin."""
     best = np.full(len(directions), np.inf)
     on_object = np.zeros(len(directions), bool)
@@ -28,7 +30,7 @@ def _cast(origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.nd
         ground = np.where(directions[:, 2] < 0, -origin[2] / directions[:, 2], np.inf)
         wall = np.where(directions[:, 1] > 0, (WALL_Y_M - origin[1]) / directions[:, 1], np.inf)
         best = np.minimum(ground, wall)
-        for lower, upper in SOLIDS:
+        for lower, upper in solids:
             t0, t1 = (np.array(lower) - origin) / directions, (np.array(upper) - origin) / directions
             t_in, t_out = np.nanmax(np.minimum(t0, t1), 1), np.nanmin(np.maximum(t0, t1), 1)
             hit = (t_in <= t_out) & (t_in > 0) & (t_in < best)
@@ -36,7 +38,9 @@ def _cast(origin: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.nd
     return best, on_object
 
 
-def _carve(interior_step_m=0.1):
+def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior_free=0.3, hidden_twin=False):
+    """Carve the box from 15 sweeps along the road. hidden_twin: a second box of the same class
+    behind the wall, which no ray reaches."""
     elevation = np.deg2rad(np.linspace(-30.67, 10.67, 32))
     azimuth = 2 * np.pi * np.arange(720) / 720
     az, el = np.meshgrid(azimuth, elevation, indexing="ij")
@@ -45,7 +49,7 @@ def _carve(interior_step_m=0.1):
     points, ring, sweep, slot, box_points, poses = [], [], [], [], [], []
     for s, x in enumerate(np.linspace(-14.0, 14.0, 15)):
         origin = np.array([x, -8.0, SENSOR_HEIGHT_M])
-        rng, on_object = _cast(origin, directions)
+        rng, on_object = _cast(origin, directions, solids)
         keep = np.isfinite(rng) & (rng < 60)
         hits = directions[keep] * rng[keep, None]
         points.append(hits)
@@ -55,10 +59,13 @@ def _carve(interior_step_m=0.1):
         box_points.append(hits + origin - BOX_CENTER)
         poses.append(make_transform(np.eye(3), origin))
     as_tensor = lambda parts, dtype: torch.as_tensor(np.concatenate(parts), dtype=dtype)  # noqa: E731
-    boxes = Boxes(np.broadcast_to(BOX_CENTER, (15, 1, 3)).copy(), np.broadcast_to([2.0, 4.0, 2.0], (15, 1, 3)).astype(np.float32),
-                  np.broadcast_to([1.0, 0, 0, 0], (15, 1, 4)).copy(), np.ones((15, 1), bool))
+    centers = [BOX_CENTER, TWIN_CENTER] if hidden_twin else [BOX_CENTER]
+    slots = len(centers)
+    boxes = Boxes(np.broadcast_to(np.stack(centers), (15, slots, 3)).copy(), np.broadcast_to([2.0, 4.0, 2.0], (15, slots, 3)).astype(np.float32),
+                  np.broadcast_to([1.0, 0, 0, 0], (15, slots, 4)).copy(), np.ones((15, slots), bool))
     return carve_objects(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
-                         as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes, 0.1, interior_step_m, 0.0)
+                         as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
+                         torch.full((slots,), box_class), 0.1, interior_step_m, 0.0, mirror, prior_free)
 
 
 def test_carving_empties_the_space_over_the_bonnet_and_keeps_the_solid():
@@ -67,14 +74,53 @@ def test_carving_empties_the_space_over_the_bonnet_and_keeps_the_solid():
     assert (shapes.slot == 0).all()
     # nothing deeper than two cells inside the empty front-top quarter (its far floor corner is
     # shadowed by the lower block's top edge for rays from the road side)
-    in_notch = (points[:, 0] > 0.25) & (points[:, 0] < 1.75) & (np.abs(points[:, 1]) < 0.75) & (points[:, 2] > 1.25) & (points[:, 2] < 1.75)
-    assert not in_notch.any()
-    # every part of the true solid keeps a point within a cell
+    assert not _in_notch(points).any()
+    assert _farthest_solid_sample(points) <= 0.1 + 1e-5  # every part of the true solid keeps a point within a cell
+
+
+def _in_notch(points):
+    """Points (world frame of the first box) deep inside the empty front-top quarter of the L."""
+    return (points[:, 0] > 0.25) & (points[:, 0] < 1.75) & (np.abs(points[:, 1]) < 0.75) & (points[:, 2] > 1.25) & (points[:, 2] < 1.75)
+
+
+def _farthest_solid_sample(points):
+    """How far (max-norm, metres) the sample of the true L solid farthest from any carved point is."""
+    farthest = 0.0
     for lower, upper in SOLIDS:
         axes = [np.arange(lo + 0.1, hi - 0.1 + 1e-6, 0.1) for lo, hi in zip(lower, upper)]
         samples = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         gap = torch.cdist(torch.as_tensor(samples, dtype=torch.float32), torch.as_tensor(points, dtype=torch.float32), p=float("inf"))
-        assert float(gap.min(1).values.max()) <= 0.1 + 1e-5
+        farthest = max(farthest, float(gap.min(1).values.max()))
+    return farthest
+
+
+def test_vehicles_are_carved_symmetrically_where_the_lidar_could_not_see():
+    """A thin, full-length slab down the middle of the box, like a bicycle: the rays from the road
+    carve the near half; the far half, behind the slab, only its mirror image says is empty."""
+    slab = [((-2.0, -0.1, 0.0), (2.0, 0.1, 2.0))]
+
+    def halves(shapes):
+        y = shapes.points.numpy()[:, 1]
+        return int((y < -0.3).sum()), int((y > 0.3).sum())  # (near, far) of the slab
+
+    near, far = halves(_carve(solids=slab, mirror=False, prior_free=0))
+    assert far > 10 * near  # the far side, occluded by the slab, stays whole
+    near, far = halves(_carve(solids=slab, mirror=True, prior_free=0))
+    assert far == near  # carved as its mirror image
+    near, far = halves(_carve(solids=slab, box_class=BARRIER, mirror=True, prior_free=0))
+    assert far > 10 * near  # barriers are not mirrored
+
+
+def test_the_class_prior_carves_what_no_ray_saw_as_the_seen_instances_of_the_class_were():
+    """A twin of the L-shaped car behind the wall: no ray reaches it, so carving alone keeps its box
+    whole; the class prior empties its bonnet notch, as the seen car's was, and keeps its solid."""
+    def twin(shapes):
+        return shapes.points.numpy()[shapes.slot.numpy() == 1] + BOX_CENTER  # as if it stood where the first one does
+
+    assert _in_notch(twin(_carve(hidden_twin=True, prior_free=0))).sum() > 100
+    with_prior = twin(_carve(hidden_twin=True))
+    assert not _in_notch(with_prior).any()
+    assert _farthest_solid_sample(with_prior) <= 0.1 + 1e-5
 
 
 def test_ground_fill_closes_holes_at_the_ground_height_but_not_under_buildings():

@@ -13,6 +13,16 @@ own time, so a moving car is carved from all the angles it was seen at; sides th
 saw stay solid (the cameras, mounted beside the LiDAR, rarely see them either). A cell that
 holds a point of the object is never carved.
 
+Vehicles and people (the moving classes) get two shape priors for what no sweep saw, such as
+the far side of a bicycle parked beside the road or the space over the bonnet of a car 40 m
+away that the rings pass above and below: they are left-right symmetric, so a cell is carved
+when its mirror image across the box's long axis was (`mirror`); and they look alike within a
+class, so a cell that no sweep saw through and no return fell into is carved when at least
+`prior_free` of the class's cells at the same place in the box (box-normalised coordinates,
+over the scene's instances) were. Measured on the demo scenes: mIoU 82.5 without, 83.3 with
+both (bicycle 76.0 -> 82.4, car 80.1 -> 83.7); barriers and cones, which carving leaves mostly
+whole, lose a little from either, so they get neither.
+
 The result is a set of points in the box frame: for each boundary cell of the solid, the
 corners of a cube 0.6 of the cell's size around its centre, and the centres of interior cells,
 at least one per half voxel, so that voxels inside the object are marked too. The boundary
@@ -30,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from uniscene.classes import MOVABLE_CLASSES
 from uniscene.geometry import invert_transform
 from uniscene.occupancy import sparse
 from uniscene.occupancy.aggregate import STATIC, Boxes
@@ -72,15 +83,19 @@ def carve_objects(
     box_points: torch.Tensor,  # [N, 3] each return in its box's frame (where slot is not STATIC)
     scene_from_sensor: np.ndarray,  # [S, 4, 4]
     scene_boxes: Boxes,  # at the sweeps [S, B], scene frame
+    slot_class: torch.Tensor,  # [B] int64 occupancy class of each slot
     cell_m: float,
     interior_step_m: float,
     floor_m: float,
+    mirror: bool = True,
+    prior_free: float = 0.3,
 ) -> ObjectShapes:
     """The solid of every box slot seen in any sweep, as box-frame points (see the module docstring).
 
     cell_m: carving cell edge (shrunk per box so that whole cells tile the box); interior_step_m:
     spacing of the interior points; floor_m: the bottom slice of the box, under a car's body and
-    between its wheels, which the LiDAR rarely sees into: solid only where hit.
+    between its wheels, which the LiDAR rarely sees into: solid only where hit. mirror,
+    prior_free: the shape priors of vehicles and people (0 turns the class prior off).
     """
     device = points_sensor.device
     valid = torch.as_tensor(scene_boxes.valid, device=device)
@@ -111,9 +126,14 @@ def carve_objects(
         carved[here] = position.norm(dim=1) + margin[here] < images.free_range(s, position, cell_slot[here])
 
     is_hit = slot != STATIC
-    hit_cell = grids.cell_of(box_points[is_hit], slot[is_hit])
+    hit = torch.isin(grids.key(cell, cell_slot), grids.key(grids.cell_of(box_points[is_hit], slot[is_hit]), slot[is_hit]))
+    shaped = torch.isin(slot_class[cell_slot], torch.tensor(MOVABLE_CLASSES, device=device))  # vehicles and people
+    if mirror:
+        carved |= shaped & _mirror_carved(grids, cell_slot, cell, carved)
+    if prior_free > 0:
+        carved |= shaped & ~hit & (_class_free_fraction(grids, cell_slot, cell, carved, slot_class) >= prior_free)
     above_floor = centre[:, 2] > floor_m - grids.half[cell_slot, 2]
-    solid = (~carved & above_floor) | torch.isin(grids.key(cell, cell_slot), grids.key(hit_cell, slot[is_hit]))
+    solid = (~carved & above_floor) | hit
     cell_slot, cell = cell_slot[solid], cell[solid]
     return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m))
 
@@ -174,6 +194,29 @@ def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.T
     owner[flat[nearest]] = slot[nearest]
     ranges = torch.where(torch.isinf(ranges), torch.zeros_like(ranges), ranges)
     return RangeImages(ranges.view(shape), owner.view(shape), ring_elevation[order])
+
+
+def _mirror_carved(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, carved: torch.Tensor) -> torch.Tensor:
+    """Whether each cell's mirror image across its box's x-z plane (left <-> right) is carved: [C] bool."""
+    mirror = cell.clone()
+    mirror[:, 1] = grids.cells[slot, 1] - 1 - cell[:, 1]
+    keys = grids.key(cell, slot)
+    order = torch.argsort(keys)
+    return carved[order][sparse.lookup(keys[order], grids.key(mirror, slot))]  # every box cell is listed, so all are found
+
+
+def _class_free_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, carved: torch.Tensor, slot_class: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """For each cell, the carved fraction of its class's cells at the same place in their boxes: [C] float.
+
+    "The same place": the same bin of a `bins`^3 lattice over box-normalised coordinates, which
+    pools boxes of different sizes.
+    """
+    place = torch.floor((cell.float() + 0.5) / grids.cells[slot] * bins).long().clamp(max=bins - 1)
+    key = ((slot_class[slot] * bins + place[:, 0]) * bins + place[:, 1]) * bins + place[:, 2]
+    size = (int(slot_class.max()) + 1) * bins**3
+    total = torch.bincount(key, minlength=size)
+    free = torch.bincount(key, weights=carved.float(), minlength=size)
+    return (free / total.clamp(min=1))[key]
 
 
 def _all_cells(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

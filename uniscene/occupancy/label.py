@@ -56,6 +56,8 @@ class LabelOptions:
     patch_samples: int = 3
     object_cell_m: float = 0.1
     object_floor_m: float = 0.25
+    object_mirror: bool = True
+    object_prior_free: float = 0.3
     ground_fill_m: float = 10.0
     frames_per_batch: int = 16
     batch_memory_mb: int = 4096
@@ -174,19 +176,19 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     cell_classes = cell_classes[settled]
 
     # 3. Densify the static scene; carve each object's shape out of its box (carve.py).
+    box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     surface = densify(static, options.backend, options.backend_options)
     static_classes = spread_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m)
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
     objects = carve_objects(
         torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],
         agg.sweep, agg.slot, agg.box_points, scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar, scene_boxes,
-        options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m,
+        box_class, options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
     )
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
     samples, owner = tangent_patches(surface.points, surface.group, cell_m, options.patch_samples)
     ground_points, ground_classes = fill_ground(surface.points, static_classes, cell_m, options.ground_fill_m)
-    box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     return LabelledSurface(
         static_points=torch.cat([samples, ground_points]),
         static_classes=torch.cat([static_classes[owner], ground_classes]),
