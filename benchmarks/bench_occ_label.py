@@ -1,6 +1,6 @@
 """Benchmark of the occ_label stage: frames per second for a whole scene, per backend and device, and memory.
 
-    python benchmarks/bench_occ_label.py [--duration-s 40] [--poisson-frames 8] [--devices cuda cpu]
+    python benchmarks/bench_occ_label.py [--duration-s 40] [--poisson-frames 8] [--devices cuda cpu] [--camera-size 900 1600]
 
 Writes a synthetic scene of `--duration-s` seconds (the repository config with a longer
 `synth.duration_s`, one scene, in a temporary folder unless `--dataroot` names one), runs
@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from uniscene.grid import OccGrid  # noqa: E402
 from uniscene.occupancy.inputs import load_scene  # noqa: E402
 from uniscene.occupancy.label import LabelOptions, build_surface, label_frames  # noqa: E402
+from uniscene.occupancy.masks import auto_ray_stride  # noqa: E402
 
 
 def emit(device: str, what: str, value, unit: str) -> None:
@@ -64,6 +65,15 @@ def run(scene, grid, options, device, frames=None) -> tuple[float, float, int]:
     if device == "cuda":
         torch.cuda.synchronize()
     return built - start, time.perf_counter() - built, count
+
+
+def scale_cameras(scene, size_hw) -> None:
+    """Make the scene's cameras `size_hw` pixels large, same fields of view (the intrinsics scaled per axis)."""
+    height, width = size_hw
+    scale = np.array([width, height], np.float64) / scene.cam_image_size[:, ::-1]  # [V, 2] (x, y)
+    scene.cam_intrinsics = scene.cam_intrinsics.copy()
+    scene.cam_intrinsics[..., :2, :] *= scale[None, :, :, None]
+    scene.cam_image_size = np.tile([height, width], (len(scene.cam_image_size), 1))
 
 
 PHASES = ("aggregate_sweeps", "nearest_labels", "densify", "carve_objects", "fill_ground", "tangent_patches",
@@ -108,6 +118,9 @@ def main():
     parser.add_argument("--dataroot", type=Path, help="an existing synthetic dataset of one scene (skips `uniscene synth`)")
     parser.add_argument("--voxel-size-m", type=float, help="label on the config's grid range at this voxel size (e.g. 0.1: 800 x 800 x 64); the dataset keeps the config's grid")
     parser.add_argument("--profile-frames", type=int, default=0, help="also time each labeller step on this many frames per device")
+    parser.add_argument("--camera-size", type=int, nargs=2, metavar=("H", "W"), default=[900, 1600],
+                        help="label as if the cameras were this large (their intrinsics scaled from the synthetic images): "
+                             "mask_camera's cost grows with the pixels; default nuScenes' 900 x 1600")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config, frames_path = prepare(Path(tmp), args.duration_s, args.dataroot)
@@ -116,9 +129,12 @@ def main():
             grid = OccGrid(grid.range_m, args.voxel_size_m)
         options = LabelOptions.from_config(config)
         scene = load_scene(frames_path)
+        scale_cameras(scene, args.camera_size)
         total = len(scene.frame_timestamp_us)
+        stride = options.camera_ray_stride_px if options.camera_ray_stride_px != "auto" else auto_ray_stride(scene.cam_intrinsics, grid)
         emit("-", "scene", {"frames": total, "sweeps": len(scene.sweep_timestamp_us), "points": len(scene.points_lidar),
-                            "duration_s": args.duration_s, "grid": list(grid.shape), "voxel_size_m": grid.voxel_size_m}, "")
+                            "duration_s": args.duration_s, "grid": list(grid.shape), "voxel_size_m": grid.voxel_size_m,
+                            "camera_size": list(args.camera_size), "camera_ray_stride_px": stride}, "")
         default_fps = {}
         for device in args.devices:
             frames = None if device == "cuda" or args.cpu_frames == 0 else np.arange(min(args.cpu_frames, total))

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from uniscene.grid import OccGrid
-from uniscene.occupancy.masks import camera_rays, mask_camera, mask_lidar
+from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
 from uniscene.raycast import END_EXITED, END_OCCUPIED, END_RANGE, traverse_grid
 
 GRID = OccGrid((-2.0, -1.6, -0.8, 2.0, 1.6, 0.8), 0.4)  # 10 x 8 x 4
@@ -105,3 +105,33 @@ def test_masks_match_a_hand_built_scene():
     expected = np.zeros(GRID.shape, bool)
     expected[0:7, 4, 2] = True  # x from -1.9 to 0.5 along y = 0.1 (index 4), z = 0.1 (index 2), end voxel included
     np.testing.assert_array_equal(lidar.numpy(), expected)
+
+
+def test_the_automatic_ray_stride_keeps_the_camera_mask():
+    """nuScenes' cameras at 0.4 m cast one ray per 4 x 4 pixels, the demo's one per pixel; on a street
+    of random blocks the strided mask differs from the per-pixel one in under 3 % of its voxels."""
+    grid = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)
+    nuscenes_k = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
+    assert auto_ray_stride(nuscenes_k[None], grid) == 4
+    assert auto_ray_stride(nuscenes_k[None] * [[0.1], [0.1], [1.0]], grid) == 1  # the demo's 160 x 90 images
+    assert auto_ray_stride(nuscenes_k[None], OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.1)) == 1
+
+    small = OccGrid((-12.0, -12.0, -1.0, 12.0, 12.0, 3.0), 0.4)  # 60 x 60 x 10, farthest corner 17.4 m away
+    k = np.array([[175.0, 0.0, 160.0], [0.0, 175.0, 90.0], [0.0, 0.0, 1.0]])  # 320 x 180 pixels
+    stride = auto_ray_stride(k[None], small)
+    assert stride == 2
+    rng = np.random.default_rng(4)
+    occupied = torch.zeros((1, *small.shape), dtype=torch.bool)
+    occupied[0, :, :, 2] = True  # the ground layer
+    for x, y in rng.integers(5, 55, (40, 2)):
+        occupied[0, x:x + rng.integers(1, 5), y:y + rng.integers(1, 5), 3:3 + rng.integers(1, 6)] = True
+    occupied[0, 28:33, 28:33] = False  # room for the camera
+    opencv = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 1.5], [0, 0, 0, 1.0]])  # looking along +x
+    masks = []
+    for step in (1, stride):
+        rays = camera_rays(torch.tensor(k)[None, None], torch.tensor(opencv)[None, None], np.array([[180, 320]]), step)
+        masks.append(mask_camera(small, occupied, *rays)[0])
+    per_pixel, strided = masks
+    assert int(per_pixel.sum()) > 2000
+    # measured: 173 of 6456 voxels missed, 5 extra (2.8 %): slivers that a pixel or two sees past an edge
+    assert int((per_pixel ^ strided).sum()) <= 0.03 * int(per_pixel.sum())

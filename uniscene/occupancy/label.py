@@ -33,7 +33,7 @@ from uniscene.occupancy.carve import carve_objects
 from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
 from uniscene.occupancy.ground import fill_ground
-from uniscene.occupancy.masks import camera_rays, mask_camera, mask_lidar
+from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
 from uniscene.occupancy.semantics import UNLABELLED, spread_labels
 from uniscene.occupancy.voxelize import voxelize
 
@@ -52,7 +52,7 @@ class LabelOptions:
     cell_size_m: float | None = None  # None: half a voxel
     label_search_m: float = 3.0
     mask_lidar_window_s: float = 0.0
-    camera_ray_stride_px: int = 1
+    camera_ray_stride_px: int | str = "auto"  # "auto": masks.auto_ray_stride
     patch_samples: int = 3
     object_cell_m: float = 0.1
     object_floor_m: float = 0.25
@@ -214,6 +214,9 @@ def label_frames(
     world_from_box = scene.frame_boxes.world_from_box()  # [T, B, 4, 4]
     ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
     reach_m = float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
+    stride_px = options.camera_ray_stride_px
+    if stride_px == "auto":
+        stride_px = auto_ray_stride(scene.cam_intrinsics, grid)
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
@@ -241,7 +244,7 @@ def label_frames(
         # 3. Camera visibility.
         origins, directions, ray_frame = camera_rays(
             torch.as_tensor(scene.cam_intrinsics[batch], device=device), torch.as_tensor(scene.ego_from_cam[batch], device=device),
-            scene.cam_image_size, options.camera_ray_stride_px,
+            scene.cam_image_size, stride_px,
         )
         visible = mask_camera(grid, occupied, origins, directions, ray_frame)
         # 4. LiDAR observation: the rays of the sweeps within the window around each frame.

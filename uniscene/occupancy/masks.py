@@ -68,6 +68,20 @@ def camera_rays(
     return torch.cat(origins), torch.cat(directions), torch.cat(frames)
 
 
+def auto_ray_stride(intrinsics: np.ndarray, grid: OccGrid) -> int:
+    """The largest pixel stride whose neighbouring rays lie at most half a voxel apart at the grid's farthest corner.
+
+    intrinsics: [..., 3, 3] every camera's K at its image size. nuScenes' 1600 x 900 cameras
+    (focal length ~1260 px) at 0.4 m give 4: 16 times fewer rays than one per pixel, while every
+    voxel face in full view still meets two rays per axis; the demo's 160 x 90 cameras give 1.
+    What it misses are slivers seen past an edge by a pixel or two: 2.8 % of the visible voxels
+    in tests/test_occ_raycast.py, at the stride's limit.
+    """
+    focal_px = float(np.min(np.asarray(intrinsics)[..., [0, 1], [0, 1]]))
+    reach_m = float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))))
+    return max(1, int(focal_px * grid.voxel_size_m / (2 * reach_m)))
+
+
 def mask_camera(
     grid: OccGrid,
     occupied: torch.Tensor,  # [F, X, Y, Z] bool
