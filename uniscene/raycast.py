@@ -3,11 +3,13 @@
 Used wherever rays meet voxels: which voxels a LiDAR ray observed as free (`mask_lidar`),
 which voxels a camera sees (`mask_camera`), and the first hit of a simulated LiDAR beam.
 All rays advance together one voxel per iteration, so the loop runs at most X + Y + Z times
-whatever the number of rays; on CUDA it is a few kernels per step.
+whatever the number of rays. On CUDA, where Triton imports, one kernel walks each ray to its
+end in a GPU thread instead (raycast_triton.py), same semantics.
 
 Letters: N rays; X Y Z grid.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -66,13 +68,17 @@ def traverse_grid(
     expected = ((num_grids,) if batched else ()) + grid.shape
     if occupied is not None and tuple(occupied.shape) != expected:
         raise ValueError(f"occupied has shape {tuple(occupied.shape)}, expected {expected} for grid {grid.shape}")
+    max_range = torch.as_tensor(max_range_m, dtype=torch.float64, device=device).expand(n)
+    if device.type == "cuda" and _triton_walk() is not None:
+        visited, end_voxel, end_range, end_reason = _triton_walk()(grid, origins, directions, max_range, occupied, grid_index, num_grids)
+        return Traversal(visited.view(expected), end_voxel, end_range, end_reason)
     shape = torch.tensor(grid.shape, device=device)
     origins = origins.double()
     directions = directions.double()
     lower = torch.tensor(grid.lower_m, device=device, dtype=torch.float64)
     upper = torch.tensor(grid.upper_m, device=device, dtype=torch.float64)
     voxel = grid.voxel_size_m
-    max_range = torch.as_tensor(max_range_m, dtype=torch.float64, device=device).expand(n)
+    max_range = max_range.double()
 
     # 1. Clip each ray to the grid's box (slab test).
     safe_dir = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
@@ -130,3 +136,13 @@ def traverse_grid(
             kept = torch.nonzero(keep).squeeze(1)
             whole, real = whole[kept], real[kept]
     return Traversal(visited[:trash].view(expected), end_voxel, end_range.float(), end_reason)
+
+
+@functools.cache
+def _triton_walk():
+    """raycast_triton.walk, or None where Triton does not import (CPU-only PyTorch)."""
+    try:
+        from uniscene.raycast_triton import walk
+    except ImportError:
+        return None
+    return walk
