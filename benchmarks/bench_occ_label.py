@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from uniscene.grid import OccGrid  # noqa: E402
 from uniscene.occupancy.inputs import load_scene  # noqa: E402
 from uniscene.occupancy.label import LabelOptions, build_surface, label_frames  # noqa: E402
-from uniscene.occupancy.masks import auto_ray_stride  # noqa: E402
 
 
 def emit(device: str, what: str, value, unit: str) -> None:
@@ -132,7 +131,7 @@ def main():
         scene = load_scene(frames_path)
         scale_cameras(scene, args.camera_size)
         total = len(scene.frame_timestamp_us)
-        stride = options.camera_ray_stride_px if options.camera_ray_stride_px != "auto" else auto_ray_stride(scene.cam_intrinsics, grid)
+        stride = options.camera_stride_px(scene.cam_intrinsics, grid)
         emit("-", "scene", {"frames": total, "sweeps": len(scene.sweep_timestamp_us), "points": len(scene.points_lidar),
                             "duration_s": args.duration_s, "grid": list(grid.shape), "voxel_size_m": grid.voxel_size_m,
                             "camera_size": list(args.camera_size), "camera_ray_stride_px": stride}, "")

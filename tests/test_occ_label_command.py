@@ -94,6 +94,7 @@ def test_store_layout_and_provenance(config_json, dataset, tmp_path):
     assert store["mask_lidar"].dtype == bool and store["mask_camera"].dtype == bool
     np.testing.assert_array_equal(store["timestamp_us"].values, frames["timestamp_us"].values)
     assert store.attrs["backend"] == "splat" and store.attrs["voxel_size_m"] == GRID.voxel_size_m
+    assert store.attrs["camera_ray_stride_px"] == 1  # auto, for the hand-built scene's small cameras
     provenance = store.attrs["uniscene"]
     assert provenance["stage"] == "occ_label" and provenance["config"]["grid"]["voxel_size_m"] == GRID.voxel_size_m
     assert str(dataset) in provenance["inputs"]

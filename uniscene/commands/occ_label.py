@@ -42,6 +42,7 @@ def main(args, config):
     first.attrs.update(
         scene=scene.name,
         grid_range_m=list(grid.range_m), voxel_size_m=grid.voxel_size_m, backend=options.backend, device=device,
+        camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid),
     )
     write_store(args.out, first, stage="occ_label", config_subset=config_subset(config, CONFIG_KEYS),
                 inputs=[args.frames], seed=config.get("seed"), more_frames=parts)

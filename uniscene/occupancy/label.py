@@ -75,6 +75,12 @@ class LabelOptions:
     def cell_m(self, grid: OccGrid) -> float:
         return float(self.cell_size_m) if self.cell_size_m else grid.voxel_size_m / 2
 
+    def camera_stride_px(self, cam_intrinsics: np.ndarray, grid: OccGrid) -> int:
+        """mask_camera's pixel stride: the configured one, or for "auto" masks.auto_ray_stride."""
+        if self.camera_ray_stride_px == "auto":
+            return auto_ray_stride(cam_intrinsics, grid)
+        return int(self.camera_ray_stride_px)
+
 
 @dataclass
 class SceneArrays:
@@ -214,9 +220,7 @@ def label_frames(
     world_from_box = scene.frame_boxes.world_from_box()  # [T, B, 4, 4]
     ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
     reach_m = float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
-    stride_px = options.camera_ray_stride_px
-    if stride_px == "auto":
-        stride_px = auto_ray_stride(scene.cam_intrinsics, grid)
+    stride_px = options.camera_stride_px(scene.cam_intrinsics, grid)
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
