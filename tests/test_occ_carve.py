@@ -38,7 +38,7 @@ def _cast(origin: np.ndarray, directions: np.ndarray, solids) -> tuple[np.ndarra
     return best, on_object
 
 
-def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior_free=0.3, hidden_twin=False):
+def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior_free=0.3, hidden_twin=False, floor_m=0.0):
     """Carve the box from 15 sweeps along the road. hidden_twin: a second box of the same class
     behind the wall, which no ray reaches."""
     elevation = np.deg2rad(np.linspace(-30.67, 10.67, 32))
@@ -65,7 +65,7 @@ def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior
                   np.broadcast_to([1.0, 0, 0, 0], (15, slots, 4)).copy(), np.ones((15, slots), bool))
     return carve_objects(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
                          as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
-                         torch.full((slots,), box_class), 0.1, interior_step_m, 0.0, mirror, prior_free)
+                         torch.full((slots,), box_class), 0.1, interior_step_m, floor_m, mirror, prior_free)
 
 
 def test_carving_empties_the_space_over_the_bonnet_and_keeps_the_solid():
@@ -109,6 +109,19 @@ def test_vehicles_are_carved_symmetrically_where_the_lidar_could_not_see():
     assert far == near  # carved as its mirror image
     near, far = halves(_carve(solids=slab, box_class=BARRIER, mirror=True, prior_free=0))
     assert far > 10 * near  # barriers are not mirrored
+
+
+def test_the_floor_slice_is_solid_where_its_mirror_image_was_hit():
+    """The whole slab as the floor slice (solid only where hit): the rays hit its near face only;
+    its far face, like a car's far wheels under the body, is there through its mirror image."""
+    slab = [((-2.0, -0.1, 0.0), (2.0, 0.1, 2.0))]
+
+    def far_face(shapes):
+        y = shapes.points.numpy()[:, 1]
+        return int(((y > 0) & (y < 0.1)).sum())
+
+    alone = far_face(_carve(solids=slab, mirror=False, prior_free=0, floor_m=2.0))  # only the end faces' hits (measured: 288)
+    assert far_face(_carve(solids=slab, mirror=True, prior_free=0, floor_m=2.0)) > 5 * alone  # (measured: 4760)
 
 
 def test_the_class_prior_carves_what_no_ray_saw_as_the_seen_instances_of_the_class_were():
