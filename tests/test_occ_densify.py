@@ -8,8 +8,8 @@ import torch
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
 from uniscene.occupancy.densify import Cloud, backend_names, densify
-from uniscene.classes import OCC_CLASS_ID
-from uniscene.occupancy.semantics import UNLABELLED, nearest_labels, spread_labels
+from uniscene.classes import FIXED_THING_CLASSES, OCC_CLASS_ID
+from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
 from uniscene.occupancy.voxelize import voxelize
 
 
@@ -62,8 +62,8 @@ def test_a_cone_labels_its_own_cells_but_not_the_ground_in_its_shadow():
     queries = torch.tensor([[0.2, 0.0, 0.1],  # beside the cone, in its cell block
                             [1.6, 0.0, 0.0]])  # the road in its shadow, 1.6 m behind it
     cell = 0.2
-    assert nearest_labels(labelled, classes, queries, cell, 20.0).tolist() == [cone, cone]  # plain spreading paints the road
-    assert spread_labels(labelled, classes, queries, cell, 20.0).tolist() == [cone, road]
+    assert nearest_labels(labelled, classes, queries, cell, 20.0).tolist() == [cone, cone]  # without local classes it paints the road
+    assert nearest_labels(labelled, classes, queries, cell, 20.0, FIXED_THING_CLASSES).tolist() == [cone, road]
 
 
 def test_voxelize_votes_per_voxel_and_frame():

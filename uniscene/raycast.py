@@ -78,7 +78,6 @@ def traverse_grid(
     lower = torch.tensor(grid.lower_m, device=device, dtype=torch.float64)
     upper = torch.tensor(grid.upper_m, device=device, dtype=torch.float64)
     voxel = grid.voxel_size_m
-    max_range = max_range.double()
 
     # 1. Clip each ray to the grid's box (slab test).
     safe_dir = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)

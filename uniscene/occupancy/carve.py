@@ -130,8 +130,9 @@ def carve_objects(
     hit = torch.isin(grids.key(cell, cell_slot), grids.key(grids.cell_of(box_points[is_hit], slot[is_hit]), slot[is_hit]))
     shaped = torch.isin(slot_class[cell_slot], torch.tensor(MOVABLE_CLASSES, device=device))  # vehicles and people
     if mirror:
-        carved |= shaped & _mirrored(grids, cell_slot, cell, carved)
-        hit |= shaped & ~carved & _mirrored(grids, cell_slot, cell, hit)  # the far wheels, under the body
+        image = _mirror_image(grids, cell_slot, cell)
+        carved |= shaped & carved[image]
+        hit |= shaped & ~carved & hit[image]  # the far wheels, under the body
     if prior_free > 0:
         carved |= shaped & ~hit & (_class_free_fraction(grids, cell_slot, cell, carved, slot_class) >= prior_free)
     above_floor = centre[:, 2] > floor_m - grids.half[cell_slot, 2]
@@ -198,13 +199,13 @@ def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.T
     return RangeImages(ranges.view(shape), owner.view(shape), ring_elevation[order])
 
 
-def _mirrored(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
-    """`flag` [C] bool of each cell's mirror image across its box's x-z plane (left <-> right): [C] bool."""
+def _mirror_image(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    """Index [C] of each cell's mirror image across its box's x-z plane (left <-> right)."""
     mirror = cell.clone()
     mirror[:, 1] = grids.cells[slot, 1] - 1 - cell[:, 1]
     keys = grids.key(cell, slot)
     order = torch.argsort(keys)
-    return flag[order][sparse.lookup(keys[order], grids.key(mirror, slot))]  # every box cell is listed, so all are found
+    return order[sparse.lookup(keys[order], grids.key(mirror, slot))]  # every box cell is listed, so all are found
 
 
 def _class_free_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, carved: torch.Tensor, slot_class: torch.Tensor, bins: int = 32) -> torch.Tensor:

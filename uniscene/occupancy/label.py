@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from uniscene.classes import FREE, MOVABLE_CLASSES
+from uniscene.classes import FIXED_THING_CLASSES, FREE, MOVABLE_CLASSES
 from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
@@ -34,7 +34,7 @@ from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
 from uniscene.occupancy.ground import fill_ground
 from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
-from uniscene.occupancy.semantics import UNLABELLED, spread_labels
+from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
 from uniscene.occupancy.voxelize import voxelize
 
 STATIC_GROUP = 0  # densify group of the static scene
@@ -173,7 +173,8 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     static = _cloud(agg.points[is_static], view, torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
     static_labelled = is_static & (classes != UNLABELLED)
     if static_labelled.any():
-        cell_classes = spread_labels(agg.points[static_labelled], classes[static_labelled], static.points, cell_m, options.label_search_m)
+        cell_classes = nearest_labels(agg.points[static_labelled], classes[static_labelled], static.points, cell_m, options.label_search_m,
+                                      FIXED_THING_CLASSES)
     else:
         cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
@@ -184,7 +185,7 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     # 3. Densify the static scene; carve each object's shape out of its box (carve.py).
     box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     surface = densify(static, options.backend, options.backend_options)
-    static_classes = spread_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m)
+    static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES)
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
     objects = carve_objects(
         torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],

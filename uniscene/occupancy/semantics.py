@@ -10,7 +10,7 @@ Letters: N points, L labelled cells, Q queries.
 import numpy as np
 import torch
 
-from uniscene.classes import FIXED_THING_CLASSES, LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
+from uniscene.classes import LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
 from uniscene.errors import UserError
 from uniscene.occupancy import sparse
 
@@ -33,8 +33,14 @@ def nearest_labels(
     query_points: torch.Tensor,  # [Q, 3], same frame
     cell_m: float,
     max_distance_m: float,
+    local_classes: tuple = (),
 ) -> torch.Tensor:
     """Class of the nearest labelled cell of each query point, UNLABELLED beyond `max_distance_m`: [Q] int64.
+
+    `local_classes` label only at the finest level (the 3 x 3 x 3 cells around them). occ_label
+    passes the fixed things: a barrier or cone outside every box (before its first annotation,
+    beyond 50 m) is real and stays, but its dense, bright returns would win the coarse levels'
+    majority votes and paint the ground in its LiDAR shadow metres away.
 
     Coarse to fine would miss near neighbours, so fine to coarse: labelled points are binned into
     cells of `cell_m`, 2 `cell_m`, 4 `cell_m`, ... (majority class per cell); a query takes the
@@ -59,27 +65,11 @@ def nearest_labels(
         pending = pending[out[pending] == UNLABELLED]
         if level_m >= max_distance_m:
             break
+        if level_m == cell_m and local_classes:  # past the finest level: the local classes stop labelling
+            reaching = ~torch.isin(labelled_classes, torch.tensor(local_classes, device=labelled_classes.device))
+            labelled_points, labelled_classes = labelled_points[reaching], labelled_classes[reaching]
+            if labelled_points.shape[0] == 0:
+                break
         level_m *= 2
     return out
 
-
-def spread_labels(
-    labelled_points: torch.Tensor,  # [L, 3]
-    labelled_classes: torch.Tensor,  # [L] int64, no UNLABELLED
-    query_points: torch.Tensor,  # [Q, 3], same frame
-    cell_m: float,
-    max_distance_m: float,
-) -> torch.Tensor:
-    """`nearest_labels` for the static scene, where a fixed thing's class reaches only the query's own block of cells.
-
-    A barrier or cone outside every box (before its first annotation, beyond 50 m) is real and
-    stays, but its dense, bright returns would win the coarse levels' majority votes and paint
-    the ground in its LiDAR shadow metres away; so these classes label the 3 x 3 x 3 cells around
-    them, and everything else labels up to `max_distance_m`. (Moving things outside their boxes
-    are dropped afterwards, so their reach does no harm.)
-    """
-    out = nearest_labels(labelled_points, labelled_classes, query_points, cell_m, cell_m)
-    rest = torch.nonzero(out == UNLABELLED).squeeze(1)
-    far_reaching = ~torch.isin(labelled_classes, torch.tensor(FIXED_THING_CLASSES, device=labelled_classes.device))
-    out[rest] = nearest_labels(labelled_points[far_reaching], labelled_classes[far_reaching], query_points[rest], cell_m, max_distance_m)
-    return out
