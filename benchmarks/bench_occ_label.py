@@ -128,7 +128,7 @@ def main():
         if args.voxel_size_m:
             grid = OccGrid(grid.range_m, args.voxel_size_m)
         options = LabelOptions.from_config(config)
-        scene = load_scene(frames_path)
+        scene = load_scene(frames_path, map_grid=grid if options.map_areas else None)
         scale_cameras(scene, args.camera_size)
         total = len(scene.frame_timestamp_us)
         stride = options.camera_stride_px(scene.cam_intrinsics, grid)

@@ -154,3 +154,23 @@ def test_ground_fill_closes_holes_at_the_ground_height_but_not_under_buildings()
     # a hole wider than fill_m stays open in its middle
     far = fill_ground(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(classes), 0.2, 1.0)[0].numpy()
     assert 0 < len(far) < hole.sum() and np.all(np.hypot(far[:, 0] - 10, far[:, 1] - 10) > 1.9)
+
+
+def test_ground_fill_takes_the_class_of_the_nearest_ground_in_the_same_map_area():
+    """A road (y < 10) and a sidewalk (y >= 10) with an unseen band across their kerb, 3 m deep on the road and 6 m on the sidewalk."""
+    road, sidewalk = OCC_CLASS_ID["driveable_surface"], OCC_CLASS_ID["sidewalk"]
+    xy = np.stack(np.meshgrid(np.arange(0, 20, 0.2), np.arange(0, 20, 0.2), indexing="ij"), -1).reshape(-1, 2) + 0.1
+    hole = (xy[:, 1] > 7) & (xy[:, 1] < 16)
+    points = torch.as_tensor(np.c_[xy[~hole], np.zeros((~hole).sum())], dtype=torch.float32)
+    classes = torch.as_tensor(np.where(xy[~hole, 1] < 10, road, sidewalk))
+
+    def area_of(p):  # the map: the walkway starts at the kerb
+        return (p[:, 1] >= 10).long() + 1
+
+    plain_points, plain_classes = fill_ground(points, classes, 0.2, 8.0)
+    map_points, map_classes = fill_ground(points, classes, 0.2, 8.0, area_of)
+    torch.testing.assert_close(plain_points, map_points)  # the same cells, at the same height
+    truth = np.where(map_points[:, 1].numpy() < 10, road, sidewalk)
+    wrong = plain_classes.numpy() != truth
+    assert wrong.sum() == 8 * 100  # without the map the road reaches onto the sidewalk up to the band's middle: 8 rows of 100 cells
+    np.testing.assert_array_equal(map_classes.numpy(), truth)

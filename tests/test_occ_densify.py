@@ -66,6 +66,22 @@ def test_a_cone_labels_its_own_cells_but_not_the_ground_in_its_shadow():
     assert nearest_labels(labelled, classes, queries, cell, 20.0, FIXED_THING_CLASSES).tolist() == [cone, road]
 
 
+def test_nearest_labels_stays_within_the_queries_map_area():
+    """A kerb at y = 0: road labelled at y < 0, sidewalk labelled only 1 m in; a query just on the sidewalk
+    is nearer the road's points, but takes the sidewalk's with the map's areas."""
+    road, sidewalk = OCC_CLASS_ID["driveable_surface"], OCC_CLASS_ID["sidewalk"]
+    labelled = torch.tensor([[0.0, -0.3, 0.0], [1.0, -0.5, 0.0], [0.0, 1.0, 0.0], [1.0, 1.2, 0.0]])
+    classes = torch.tensor([road, road, sidewalk, sidewalk])
+    on_road, on_walkway, elsewhere = 1, 2, 0
+    labelled_area = torch.tensor([on_road, on_road, on_walkway, on_walkway])
+    queries = torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0], [0.0, 0.2, 0.0]])
+    query_area = torch.tensor([on_walkway, on_road, elsewhere])
+    cell = 0.2
+    assert nearest_labels(labelled, classes, queries, cell, 5.0).tolist() == [road, road, road]
+    # the third query's area holds no labelled point: it takes the nearest of any area
+    assert nearest_labels(labelled, classes, queries, cell, 5.0, (), labelled_area, query_area).tolist() == [sidewalk, road, road]
+
+
 def test_voxelize_votes_per_voxel_and_frame():
     grid = OccGrid((0, 0, 0, 2, 2, 2), 1.0)
     points = torch.tensor([[0.5, 0.5, 0.5], [0.6, 0.4, 0.5], [0.5, 0.5, 0.7], [1.5, 1.5, 1.5], [5.0, 0, 0]])

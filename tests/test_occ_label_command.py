@@ -71,6 +71,7 @@ def config_json():
     config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
     config["device"] = "cpu"
     config["grid"] = {"range_m": list(GRID.range_m), "voxel_size_m": GRID.voxel_size_m}
+    config["occ_label"]["map_areas"] = False  # the hand-built scene has no map
     return config
 
 
@@ -95,6 +96,7 @@ def test_store_layout_and_provenance(config_json, dataset, tmp_path):
     np.testing.assert_array_equal(store["timestamp_us"].values, frames["timestamp_us"].values)
     assert store.attrs["backend"] == "splat" and store.attrs["voxel_size_m"] == GRID.voxel_size_m
     assert store.attrs["camera_ray_stride_px"] == 1  # auto, for the hand-built scene's small cameras
+    assert store.attrs["map_areas"] is False
     provenance = store.attrs["uniscene"]
     assert provenance["stage"] == "occ_label" and provenance["config"]["grid"]["voxel_size_m"] == GRID.voxel_size_m
     assert str(dataset) in provenance["inputs"]
@@ -119,3 +121,11 @@ def test_a_scene_without_lidarseg_stops_with_the_fix(config_json, tmp_path, caps
     assert run(config_json, frames, out) == 2
     message = capsys.readouterr().err
     assert "no lidarseg" in message and "allow_missing_lidarseg" in message and not out.exists()
+
+
+def test_map_areas_without_the_scenes_map_location_stops_with_the_fix(config_json, dataset, tmp_path, capsys):
+    config = {**config_json, "occ_label": {**config_json["occ_label"], "map_areas": True}}
+    out = tmp_path / "occ_label.zarr"
+    assert run(config, dataset, out) == 2
+    message = capsys.readouterr().err
+    assert "'location'" in message and str(dataset) in message and "map_areas: false" in message and not out.exists()

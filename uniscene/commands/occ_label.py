@@ -27,7 +27,7 @@ def main(args, config):
     options = LabelOptions.from_config(config)
     device = resolve_device(config)
     start = time.perf_counter()
-    scene = load_scene(args.frames, options.allow_missing_lidarseg)
+    scene = load_scene(args.frames, options.allow_missing_lidarseg, grid if options.map_areas else None)
     surface = build_surface(scene, grid, options, device)
     batches = label_frames(surface, scene, grid, options)
     progress = tqdm(total=len(scene.frame_timestamp_us), desc="occ_label frames", unit="frame")
@@ -42,7 +42,7 @@ def main(args, config):
     first.attrs.update(
         scene=scene.name,
         grid_range_m=list(grid.range_m), voxel_size_m=grid.voxel_size_m, backend=options.backend, device=device,
-        camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid),
+        camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid), map_areas=scene.map_areas is not None,
     )
     write_store(args.out, first, stage="occ_label", config_subset=config_subset(config, CONFIG_KEYS),
                 inputs=[args.frames], seed=config.get("seed"), more_frames=parts)

@@ -5,10 +5,13 @@ car and pole shadows the road behind it, while the cameras, mounted elsewhere, s
 ground. The labelled static surface gives the ground's height and class where it was hit; each
 bird's-eye cell (edge `cell_m`, scene frame) without ground, within `fill_m` of a ground cell
 and with no other static surface over it (a wall, a building: the ground there is hidden and
-belongs to the building's voxels), takes the height and class of the nearest ground cell.
+belongs to the building's voxels), takes the height and class of the nearest ground cell; with
+map areas (map_areas.py), the nearest ground cell in the same areas, where one is within `fill_m`.
 
 Letters: N points, K filled cells.
 """
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -17,10 +20,12 @@ from scipy import ndimage
 from uniscene.classes import GROUND_CLASSES
 
 
-def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill_m: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill_m: float,
+                area_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """New ground points [K, 3] (one per filled cell, at its centre) and their classes [K], from a static surface.
 
-    points: [N, 3] scene frame, classes: [N] int64. Nothing is filled when fill_m <= 0 or no point is ground.
+    points: [N, 3] scene frame, classes: [N] int64; area_of: scene-frame points [M, 3] -> map area
+    codes [M]. Nothing is filled when fill_m <= 0 or no point is ground.
     """
     device = points.device
     is_ground = torch.isin(classes, torch.tensor(GROUND_CLASSES, device=device))
@@ -40,11 +45,26 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     votes = votes.reshape(count.size, len(GROUND_CLASSES))
     covered = np.bincount(flat[~ground], minlength=count.size) > 0
     has_ground = (count > 0).reshape(shape)
-    distance, nearest = ndimage.distance_transform_edt(~has_ground, return_indices=True)
-    source = np.ravel_multi_index(nearest.reshape(2, -1), shape)
-    fill = ~has_ground.reshape(-1) & ~covered & (distance.reshape(-1) * cell_m <= fill_m)
+    distance, source = _nearest_cell(has_ground)
+    if area_of is not None:
+        centres = torch.as_tensor((np.stack(np.unravel_index(np.arange(count.size), shape), 1) + lower + 0.5) * cell_m, device=device)
+        area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1)).cpu().numpy()
+        for code in np.unique(area):
+            in_area = (area == code).reshape(shape)
+            area_distance, area_source = _nearest_cell(has_ground & in_area)
+            use = in_area.reshape(-1) & (area_distance * cell_m <= fill_m)
+            distance[use], source[use] = area_distance[use], area_source[use]
+    fill = ~has_ground.reshape(-1) & ~covered & (distance * cell_m <= fill_m)
     cells = np.flatnonzero(fill)
     centre = (np.stack(np.unravel_index(cells, shape), 1) + lower + 0.5) * cell_m
     new_points = np.concatenate([centre, height[source[cells], None]], 1)
     new_classes = np.asarray(GROUND_CLASSES)[votes[source[cells]].argmax(1)]
     return torch.as_tensor(new_points, dtype=points.dtype, device=device), torch.as_tensor(new_classes, dtype=classes.dtype, device=device)
+
+
+def _nearest_cell(has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (cells) [H*W] from every cell of a 2D grid to the nearest set cell of `has` [H, W], and that cell's flat index [H*W]."""
+    if not has.any():
+        return np.full(has.size, np.inf), np.zeros(has.size, np.int64)
+    distance, nearest = ndimage.distance_transform_edt(~has, return_indices=True)
+    return distance.reshape(-1), np.ravel_multi_index(nearest.reshape(2, -1), has.shape)

@@ -3,6 +3,7 @@
 Paths in the store are relative to its `dataroot` attribute. Sweeps without lidarseg (the 20 Hz
 sweeps between keyframes) get semantics.UNLABELLED. A scene with no lidarseg at all stops with a
 message, unless `occ_label.allow_missing_lidarseg` is set (static voxels are then 'others').
+With `occ_label.map_areas`, the map expansion of the scene's location is read too (map_areas.py).
 """
 
 from pathlib import Path
@@ -12,13 +13,16 @@ from tqdm import tqdm
 
 from uniscene.data.files import read_lidarseg, read_sweep
 from uniscene.errors import UserError
+from uniscene.grid import OccGrid
 from uniscene.occupancy.aggregate import Boxes
 from uniscene.occupancy.label import SceneArrays
+from uniscene.occupancy.map_areas import MapAreas
 from uniscene.occupancy.semantics import UNLABELLED, occ_classes_of_lidarseg
 from uniscene.store import open_store
 
 
-def load_scene(frames_path, allow_missing_lidarseg: bool = False) -> SceneArrays:
+def load_scene(frames_path, allow_missing_lidarseg: bool = False, map_grid: OccGrid | None = None) -> SceneArrays:
+    """map_grid: also read the map's areas, over every frame's reach of this grid."""
     frames = open_store(frames_path, stage="frames")
     dataroot = Path(frames.attrs["dataroot"])
     sweep_paths = frames["sweep_path"].values
@@ -62,4 +66,13 @@ def load_scene(frames_path, allow_missing_lidarseg: bool = False) -> SceneArrays
         ego_from_cam=frames["ego_from_cam"].values,
         cam_image_size=frames["cam_image_size"].values,
         name=str(frames.attrs.get("scene", "")),
+        map_areas=None if map_grid is None else _map_areas(frames, frames_path, map_grid),
     )
+
+
+def _map_areas(frames, frames_path, grid: OccGrid) -> MapAreas:
+    location = frames.attrs.get("location")
+    if not location:
+        raise UserError(f"frames store {frames_path} has no 'location' attribute (the scene's map): rerun `uniscene frames`, "
+                        "or set occ_label.map_areas: false")
+    return MapAreas.load(frames.attrs["dataroot"], location, frames["world_from_ego"].values, grid)

@@ -33,6 +33,7 @@ from uniscene.occupancy.carve import carve_objects
 from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
 from uniscene.occupancy.ground import fill_ground
+from uniscene.occupancy.map_areas import MapAreas
 from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
 from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
 from uniscene.occupancy.voxelize import voxelize
@@ -59,6 +60,7 @@ class LabelOptions:
     object_mirror: bool = True
     object_prior_free: float = 0.3
     ground_fill_m: float = 10.0
+    map_areas: bool = True
     frames_per_batch: int = 16
     batch_memory_mb: int = 4096
     allow_missing_lidarseg: bool = False
@@ -92,6 +94,7 @@ class SceneArrays:
     sweep_boxes: Boxes at the sweeps [S, B]. frame_timestamp_us: [T] int64.
     world_from_ego: [T, 4, 4]. frame_boxes: Boxes at the frames [T, B]. box_occ_class: [B] uint8.
     cam_intrinsics: [T, V, 3, 3]. ego_from_cam: [T, V, 4, 4]. cam_image_size: [V, 2] (H, W).
+    map_areas: the map's areas (map_areas.py), which ground classes spread within; None: spread across them.
     """
 
     points_lidar: np.ndarray
@@ -110,6 +113,7 @@ class SceneArrays:
     ego_from_cam: np.ndarray
     cam_image_size: np.ndarray
     name: str = ""
+    map_areas: MapAreas | None = None
 
     @property
     def world_from_scene(self) -> np.ndarray:
@@ -169,12 +173,14 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     view = agg.sweep_origin[agg.sweep[is_static]] - agg.points[is_static]  # towards the sensor that saw each static point
     view = view / view.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
-    # 2. Static semantics: cells with labelled points vote; the rest take the nearest labelled cell.
+    # 2. Static semantics: cells with labelled points vote; the rest take the nearest labelled cell (of the same map areas).
     static = _cloud(agg.points[is_static], view, torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
     static_labelled = is_static & (classes != UNLABELLED)
+    area_of = None if scene.map_areas is None else (lambda points: scene.map_areas.code_of(points, scene.world_from_scene))
     if static_labelled.any():
-        cell_classes = nearest_labels(agg.points[static_labelled], classes[static_labelled], static.points, cell_m, options.label_search_m,
-                                      FIXED_THING_CLASSES)
+        labelled = agg.points[static_labelled]
+        cell_classes = nearest_labels(labelled, classes[static_labelled], static.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
+                                      *_areas(area_of, labelled, static.points))
     else:
         cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
@@ -185,7 +191,8 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     # 3. Densify the static scene; carve each object's shape out of its box (carve.py).
     box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     surface = densify(static, options.backend, options.backend_options)
-    static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES)
+    static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
+                                    *_areas(area_of, static.points, surface.points))
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
     objects = carve_objects(
         torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],
@@ -195,7 +202,7 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
     samples, owner = tangent_patches(surface.points, surface.group, cell_m, options.patch_samples)
-    ground_points, ground_classes = fill_ground(surface.points, static_classes, cell_m, options.ground_fill_m)
+    ground_points, ground_classes = fill_ground(surface.points, static_classes, cell_m, options.ground_fill_m, area_of)
     return LabelledSurface(
         static_points=torch.cat([samples, ground_points]),
         static_classes=torch.cat([static_classes[owner], ground_classes]),
@@ -288,6 +295,11 @@ def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = torch.full((unique.numel(),), keys.numel(), dtype=torch.long, device=keys.device)
     first.scatter_reduce_(0, inverse, torch.arange(keys.numel(), device=keys.device), reduce="amin")
     return unique, first
+
+
+def _areas(area_of, labelled: torch.Tensor, query: torch.Tensor) -> tuple:
+    """(labelled_area, query_area) for nearest_labels: the points' map area codes, or (None, None) without a map."""
+    return (None, None) if area_of is None else (area_of(labelled), area_of(query))
 
 
 def _boxes_in(boxes: Boxes, target_from_world: np.ndarray) -> Boxes:
