@@ -45,7 +45,7 @@ def main(args, config):
         camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid), map_areas=scene.map_areas is not None,
     )
     write_store(args.out, first, stage="occ_label", config_subset=config_subset(config, CONFIG_KEYS),
-                inputs=[args.frames], seed=config.get("seed"), more_frames=parts)
+                inputs=[args.frames] + ([scene.map_areas.source] if scene.map_areas else []), seed=config.get("seed"), more_frames=parts)
     progress.close()
     seconds = time.perf_counter() - start
     frames = len(scene.frame_timestamp_us)

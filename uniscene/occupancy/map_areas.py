@@ -8,8 +8,8 @@ the walkway takes the nearest labelled point on the walkway, whichever class tha
 a map that is off by a little still yields the labels' own classes. Where no point of the same
 areas is near, the nearest labelled point of any areas counts (semantics.nearest_labels).
 
-Measured on every second demo frame (3 scenes, 110 frames): mIoU 83.4 -> 85.3; sidewalk 82.7
--> 92.0, other_flat 78.0 -> 90.1, driveable_surface 93.2 -> 95.8, terrain 92.4 -> 95.2.
+Measured on every second demo frame (3 scenes, 110 frames): mIoU 83.4 -> 85.1; sidewalk 82.7
+-> 91.0, other_flat 78.0 -> 89.4, driveable_surface 93.2 -> 94.6, terrain 92.4 -> 95.4.
 
 Letters: N points, H W map pixels.
 """
@@ -21,7 +21,7 @@ import torch
 
 from uniscene.classes import MAP_LAYER_NAMES
 from uniscene.grid import OccGrid
-from uniscene.layout import load_map, rasterise_map, scene_region_m
+from uniscene.layout import expansion_path, load_map, rasterise_map, scene_region_m
 
 AREA_LAYERS = ("drivable_area", "walkway", "carpark_area", "ped_crossing")  # bit b of a code: inside AREA_LAYERS[b]
 OUTSIDE = 1 << len(AREA_LAYERS)  # the code of a point beyond the rasterised region
@@ -31,11 +31,13 @@ MARGIN_M = 10.0  # map rasterised this far beyond the grid's reach from the ego 
 
 @dataclass
 class MapAreas:
-    """codes: [H, W] uint8 (row = world y, column = world x) with origin_m, the world (x, y) of pixel [0, 0]'s centre."""
+    """codes: [H, W] uint8 (row = world y, column = world x) with origin_m, the world (x, y) of pixel [0, 0]'s centre;
+    source: the map file they were read from."""
 
     codes: np.ndarray
     origin_m: tuple
     resolution_m: float
+    source: str = ""
 
     @classmethod
     def load(cls, dataroot, location: str, world_from_ego: np.ndarray, grid: OccGrid) -> "MapAreas":
@@ -44,7 +46,7 @@ class MapAreas:
         codes = np.zeros(raster.masks.shape[1:], np.uint8)
         for bit, name in enumerate(AREA_LAYERS):
             codes |= (raster.masks[MAP_LAYER_NAMES.index(name)] > 0).astype(np.uint8) << bit
-        return cls(codes, raster.origin_m, raster.resolution_m)
+        return cls(codes, raster.origin_m, raster.resolution_m, str(expansion_path(dataroot, location)))
 
     def code_of(self, points: torch.Tensor, world_from_frame: np.ndarray) -> torch.Tensor:
         """Area code [N] int64 of points [N, 3] given in a frame with pose `world_from_frame` [4, 4]."""
