@@ -75,7 +75,7 @@ def scale_cameras(scene, size_hw) -> None:
     scene.cam_image_size = np.tile([height, width], (len(scene.cam_image_size), 1))
 
 
-PHASES = ("aggregate_sweeps", "nearest_labels", "densify", "carve_objects", "fill_ground", "tangent_patches",
+PHASES = ("aggregate_sweeps", "nearest_labels", "range_images", "seen_through", "densify", "carve_objects", "fill_ground", "tangent_patches",
           "voxelize", "camera_rays", "mask_camera", "_lidar_rays", "mask_lidar")
 
 

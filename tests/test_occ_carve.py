@@ -11,7 +11,7 @@ import torch
 from uniscene.classes import GROUND_CLASSES, OCC_CLASS_ID
 from uniscene.geometry import make_transform
 from uniscene.occupancy.aggregate import STATIC, Boxes
-from uniscene.occupancy.carve import carve_objects
+from uniscene.occupancy.carve import carve_objects, range_images
 from uniscene.occupancy.ground import fill_ground
 
 BOX_CENTER = np.array([0.0, 0.0, 1.0])
@@ -63,8 +63,9 @@ def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior
     slots = len(centers)
     boxes = Boxes(np.broadcast_to(np.stack(centers), (15, slots, 3)).copy(), np.broadcast_to([2.0, 4.0, 2.0], (15, slots, 3)).astype(np.float32),
                   np.broadcast_to([1.0, 0, 0, 0], (15, slots, 4)).copy(), np.ones((15, slots), bool))
-    return carve_objects(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
-                         as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
+    images = range_images(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
+                          as_tensor(slot, torch.long), len(poses))
+    return carve_objects(images, as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
                          torch.full((slots,), box_class), 0.1, interior_step_m, floor_m, mirror, prior_free)
 
 

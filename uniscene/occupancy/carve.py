@@ -77,9 +77,7 @@ class _BoxGrids:
 
 
 def carve_objects(
-    points_sensor: torch.Tensor,  # [N, 3] every sweep's returns in its sensor frame
-    ring: torch.Tensor,  # [N] int64 the ring (laser) of each return
-    sweep: torch.Tensor,  # [N] int64 sorted
+    images: "RangeImages",  # every sweep's returns (`range_images`)
     slot: torch.Tensor,  # [N] int64 the box slot of each return, or STATIC
     box_points: torch.Tensor,  # [N, 3] each return in its box's frame (where slot is not STATIC)
     scene_from_sensor: np.ndarray,  # [S, 4, 4]
@@ -98,7 +96,7 @@ def carve_objects(
     between its wheels, which the LiDAR rarely sees into: solid only where hit. mirror,
     prior_free: the shape priors of vehicles and people (0 turns the class prior off).
     """
-    device = points_sensor.device
+    device = slot.device
     valid = torch.as_tensor(scene_boxes.valid, device=device)
     seen = valid.any(0)
     if not bool(seen.any()):
@@ -113,7 +111,6 @@ def carve_objects(
     cell_slot, cell = _all_cells(grids.cells[slots])
     cell_slot = slots[cell_slot]
     centre = (cell.float() + 0.5) * grids.cell_size[cell_slot] - grids.half[cell_slot]  # [C, 3] box frame
-    images = range_images(points_sensor, ring, sweep, slot, len(scene_from_sensor))
     sensor_from_box = invert_transform(scene_from_sensor)[:, None] @ scene_boxes.world_from_box()  # [S, B, 4, 4]
     sensor_from_box = torch.as_tensor(sensor_from_box, dtype=torch.float32, device=device)
     margin = grids.cell_size[cell_slot].norm(dim=1) / 2  # [C] half a cell diagonal
@@ -159,6 +156,26 @@ class RangeImages:
         anywhere between them (the nearer return); in the azimuth column of the direction.
         0 outside the rings, or next to a direction without a return.
         """
+        lower, upper, weight, column, inside = self._around(position)
+        ranges, owner = self.ranges[sweep], self.owner[sweep]
+        below, above = ranges[lower, column], ranges[upper, column]
+        on_object = (owner[lower, column] == slot) & (owner[upper, column] == slot) & (below > 0) & (above > 0)
+        free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
+        return torch.where(inside, free, torch.zeros_like(free))
+
+    def nearest_around(self, sweep: int, position: torch.Tensor) -> torch.Tensor:
+        """[N] the nearest return of the sweep's two rings around each direction, in its column and the two beside it;
+        0 outside the rings, or where one of those six has no return."""
+        lower, upper, _, column, inside = self._around(position)
+        columns = self.ranges.shape[2]
+        ranges = self.ranges[sweep]
+        around = torch.stack([ranges[row, (column + step) % columns] for row in (lower, upper) for step in (-1, 0, 1)])
+        nearest = torch.where((around > 0).all(0), around.amin(0), torch.zeros_like(around[0]))
+        return torch.where(inside, nearest, torch.zeros_like(nearest))
+
+    def _around(self, position: torch.Tensor):
+        """Rows of the rings below and above each sensor-frame direction [N, 3], the weight of the upper one, its
+        azimuth column, and whether it lies between the lowest and the highest ring."""
         rows, columns = self.ranges.shape[1:]
         distance = position.norm(dim=1).clamp(min=1e-6)
         elevation = torch.asin((position[:, 2] / distance).clamp(-1, 1))
@@ -168,11 +185,7 @@ class RangeImages:
         lower = upper - 1
         weight = ((elevation - self.elevation[lower]) / (self.elevation[upper] - self.elevation[lower]).clamp(min=1e-9)).clamp(0, 1)
         column = ((torch.atan2(position[:, 1], position[:, 0]) + math.pi) / (2 * math.pi) * columns).long() % columns
-        ranges, owner = self.ranges[sweep], self.owner[sweep]
-        below, above = ranges[lower, column], ranges[upper, column]
-        on_object = (owner[lower, column] == slot) & (owner[upper, column] == slot) & (below > 0) & (above > 0)
-        free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
-        return torch.where(inside, free, torch.zeros_like(free))
+        return lower, upper, weight, column, inside
 
 
 def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.Tensor, slot: torch.Tensor, num_sweeps: int) -> RangeImages:

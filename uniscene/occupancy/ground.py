@@ -37,9 +37,11 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     shape = tuple(ij.max(0) + 1)
     flat = np.ravel_multi_index(ij.T, shape)
     ground = is_ground.cpu().numpy()
-    # per cell: mean ground height, majority ground class, and whether other static surface covers it
+    # per cell: the lowest ground point's height (what stands on the ground is above it), majority ground class,
+    # and whether other static surface covers it
     count = np.bincount(flat[ground], minlength=int(np.prod(shape)))
-    height = np.bincount(flat[ground], weights=xyz[ground, 2], minlength=count.size) / np.maximum(count, 1)
+    height = np.full(count.size, np.inf)
+    np.minimum.at(height, flat[ground], xyz[ground, 2])
     ground_index = np.searchsorted(GROUND_CLASSES, classes.cpu().numpy()[ground])
     votes = np.bincount(flat[ground] * len(GROUND_CLASSES) + ground_index, minlength=count.size * len(GROUND_CLASSES))
     votes = votes.reshape(count.size, len(GROUND_CLASSES))

@@ -7,8 +7,9 @@
 1. Aggregate every sweep (aggregate.py): static points in the scene frame, object points in
    their box frames.
 2. Semantics: lidarseg classes where a sweep has them, the nearest labelled static cell where
-   it does not; object points take their box's class. Static points of moving classes (an
-   object outside its annotated boxes) are dropped: they would leave a trail.
+   it does not (within the map's areas, map_areas.py); object points take their box's class.
+   Static points of moving classes (an object outside its annotated boxes) are dropped: they
+   would leave a trail; so are static cells that other sweeps saw through (transients.py).
 3. Densify the static cloud with the configured backend (densify/) and fill the holes of the
    ground (ground.py); carve each object's shape out of its box (carve.py).
 4. Per frame: static surface into the frame's ego frame, object shapes placed at the frame's
@@ -29,13 +30,14 @@ from uniscene.geometry import invert_transform, make_transform, matrix_to_quater
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
 from uniscene.occupancy.aggregate import STATIC, Boxes, aggregate_sweeps
-from uniscene.occupancy.carve import carve_objects
+from uniscene.occupancy.carve import carve_objects, range_images
 from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
 from uniscene.occupancy.ground import fill_ground
 from uniscene.occupancy.map_areas import MapAreas
 from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
 from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
+from uniscene.occupancy.transients import seen_through
 from uniscene.occupancy.voxelize import voxelize
 
 STATIC_GROUP = 0  # densify group of the static scene
@@ -61,6 +63,8 @@ class LabelOptions:
     object_prior_free: float = 0.3
     ground_fill_m: float = 10.0
     map_areas: bool = True
+    transient_sweeps: int = 2
+    transient_margin_m: float = 0.5
     frames_per_batch: int = 16
     batch_memory_mb: int = 4096
     allow_missing_lidarseg: bool = False
@@ -185,6 +189,11 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
         cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
     settled = ~torch.isin(cell_classes, torch.tensor(MOVABLE_CLASSES, device=device))  # a moving thing outside its boxes: dropped
+    scene_from_sensor = scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar
+    images = range_images(torch.as_tensor(scene.points_lidar, device=device)[agg.source],
+                          torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source], agg.sweep, agg.slot, len(scene_from_sensor))
+    if options.transient_sweeps > 0:  # transients.py
+        settled &= seen_through(static.points, images, scene_from_sensor, options.transient_margin_m, _reach_m(grid)) < options.transient_sweeps
     static = Cloud(static.points[settled], static.view[settled], static.group[settled], cell_m)
     cell_classes = cell_classes[settled]
 
@@ -195,9 +204,8 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
                                     *_areas(area_of, static.points, surface.points))
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
     objects = carve_objects(
-        torch.as_tensor(scene.points_lidar, device=device)[agg.source], torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source],
-        agg.sweep, agg.slot, agg.box_points, scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar, scene_boxes,
-        box_class, options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
+        images, agg.slot, agg.box_points, scene_from_sensor, scene_boxes, box_class,
+        options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
     )
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
@@ -227,7 +235,7 @@ def label_frames(
     ego_from_scene = invert_transform(scene_from_world @ scene.world_from_ego)  # [T, 4, 4]
     world_from_box = scene.frame_boxes.world_from_box()  # [T, B, 4, 4]
     ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
-    reach_m = float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
+    reach_m = _reach_m(grid)
     stride_px = options.camera_stride_px(scene.cam_intrinsics, grid)
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
@@ -295,6 +303,11 @@ def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = torch.full((unique.numel(),), keys.numel(), dtype=torch.long, device=keys.device)
     first.scatter_reduce_(0, inverse, torch.arange(keys.numel(), device=keys.device), reduce="amin")
     return unique, first
+
+
+def _reach_m(grid: OccGrid) -> float:
+    """How far from the ego a point can fall into the grid, whatever the ego's heading."""
+    return float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
 
 
 def _areas(area_of, labelled: torch.Tensor, query: torch.Tensor) -> tuple:
