@@ -66,7 +66,7 @@ def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior
     images = range_images(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
                           as_tensor(slot, torch.long), len(poses))
     return carve_objects(images, as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
-                         torch.full((slots,), box_class), 0.1, interior_step_m, floor_m, mirror, prior_free)
+                         torch.full((slots,), box_class), torch.full((slots,), 0.1), interior_step_m, floor_m, mirror, prior_free)
 
 
 def test_carving_empties_the_space_over_the_bonnet_and_keeps_the_solid():

@@ -32,6 +32,11 @@ default 0.1 m), and keep the cells' quantisation from spilling a whole cell into
 voxel layer. Measured on the demo scenes: the full cell's corners gave mIoU 79.2, cubes of 0.6
 gave 81.0, cubes of 0.3 gave 77.5 (thin barriers lost their voxels).
 
+People and two-wheelers (classes.SLENDER_CLASSES) carve on cells of half the size: a bicycle's
+frame is 12 cm wide. Every second demo frame: mIoU 85.20 -> 85.72 (bicycle 82.5 -> 88.5,
+pedestrian 78.3 -> 79.8, motorcycle 65.1 -> 65.4). Half-size cells for every class gave
+83.04 against 83.42: the larger vehicles lost (car 84.4 -> 82.8, trailer 90.7 -> 85.1).
+
 Letters: S sweeps, B box slots, G rings, A azimuth bins, N points, C cells.
 """
 
@@ -83,7 +88,7 @@ def carve_objects(
     scene_from_sensor: np.ndarray,  # [S, 4, 4]
     scene_boxes: Boxes,  # at the sweeps [S, B], scene frame
     slot_class: torch.Tensor,  # [B] int64 occupancy class of each slot
-    cell_m: float,
+    cell_m: torch.Tensor,  # [B] carving cell edge of each slot
     interior_step_m: float,
     floor_m: float,
     mirror: bool = True,
@@ -91,7 +96,7 @@ def carve_objects(
 ) -> ObjectShapes:
     """The solid of every box slot seen in any sweep, as box-frame points (see the module docstring).
 
-    cell_m: carving cell edge (shrunk per box so that whole cells tile the box); interior_step_m:
+    cell_m: carving cell edge per slot (shrunk per box so that whole cells tile the box); interior_step_m:
     spacing of the interior points; floor_m: the bottom slice of the box, under a car's body and
     between its wheels, which the LiDAR rarely sees into: solid only where hit. mirror,
     prior_free: the shape priors of vehicles and people (0 turns the class prior off).
@@ -104,7 +109,7 @@ def carve_objects(
     # the box of a slot: its largest size over the sweeps (nuScenes keeps one size per instance)
     size = torch.as_tensor(scene_boxes.size, dtype=torch.float32, device=device)[..., [1, 0, 2]]  # (l, w, h) on box x y z
     half = torch.where(valid[..., None], size, 0).amax(0) / 2  # [B, 3]
-    cells = torch.ceil(2 * half / cell_m).long().clamp(min=1)
+    cells = torch.ceil(2 * half / cell_m[:, None]).long().clamp(min=1)
     grids = _BoxGrids(half, cells, 2 * half / cells)
 
     slots = torch.nonzero(seen).squeeze(1)

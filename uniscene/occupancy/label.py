@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from uniscene.classes import FIXED_THING_CLASSES, FREE, MOVABLE_CLASSES
+from uniscene.classes import FIXED_THING_CLASSES, FREE, MOVABLE_CLASSES, SLENDER_CLASSES
 from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.occupancy import sparse
@@ -58,6 +58,7 @@ class LabelOptions:
     camera_ray_stride_px: int | str = "auto"  # "auto": masks.auto_ray_stride
     patch_samples: int = 3
     object_cell_m: float = 0.1
+    object_fine_cell_m: float = 0.05
     object_floor_m: float = 0.25
     object_mirror: bool = True
     object_prior_free: float = 0.3
@@ -203,9 +204,10 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
                                     *_areas(area_of, static.points, surface.points))
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
+    carve_cell_m = torch.where(torch.isin(box_class, torch.tensor(SLENDER_CLASSES, device=device)), options.object_fine_cell_m, options.object_cell_m)
     objects = carve_objects(
         images, agg.slot, agg.box_points, scene_from_sensor, scene_boxes, box_class,
-        options.object_cell_m, grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
+        carve_cell_m.float(), grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
     )
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
