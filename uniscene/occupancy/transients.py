@@ -23,15 +23,14 @@ from uniscene.geometry import invert_transform
 from uniscene.occupancy.carve import RangeImages
 
 
-def seen_through(cells: torch.Tensor, images: RangeImages, scene_from_sensor: np.ndarray, margin_m: float, reach_m: float,
-                 sweep_step: int = 1) -> torch.Tensor:
+def seen_through(cells: torch.Tensor, images: RangeImages, scene_from_sensor: np.ndarray, margin_m: float, reach_m: float) -> torch.Tensor:
     """How many sweeps saw through each cell: cells [C, 3] scene frame -> [C] int64.
 
-    Every `sweep_step`-th sweep looks at the cells within `reach_m` of its sensor.
+    Each sweep looks at the cells within `reach_m` of its sensor.
     """
     count = torch.zeros(cells.shape[0], dtype=torch.long, device=cells.device)
     sensor_from_scene = torch.as_tensor(invert_transform(scene_from_sensor), dtype=torch.float32, device=cells.device)
-    for s in range(0, len(scene_from_sensor), sweep_step):
+    for s in range(len(scene_from_sensor)):
         position = cells @ sensor_from_scene[s, :3, :3].T + sensor_from_scene[s, :3, 3]
         distance = position.norm(dim=1)
         near = torch.nonzero(distance <= reach_m).squeeze(1)
