@@ -168,13 +168,12 @@ class RangeImages:
         free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
         return torch.where(inside, free, torch.zeros_like(free))
 
-    def nearest_around(self, sweep: int, position: torch.Tensor) -> torch.Tensor:
-        """[N] the nearest return of the sweep's two rings around each direction, in its column and the two beside it;
-        0 outside the rings, or where one of those six has no return."""
+    def nearest_around(self, sweep: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """[N] the nearest return of sweep `sweep` [N] in its two rings around each sensor-frame direction [N, 3], in its
+        column and the two beside it; 0 outside the rings, or where one of those six has no return."""
         lower, upper, _, column, inside = self._around(position)
         columns = self.ranges.shape[2]
-        ranges = self.ranges[sweep]
-        around = torch.stack([ranges[row, (column + step) % columns] for row in (lower, upper) for step in (-1, 0, 1)])
+        around = torch.stack([self.ranges[sweep, row, (column + step) % columns] for row in (lower, upper) for step in (-1, 0, 1)])
         nearest = torch.where((around > 0).all(0), around.amin(0), torch.zeros_like(around[0]))
         return torch.where(inside, nearest, torch.zeros_like(nearest))
 

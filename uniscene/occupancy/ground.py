@@ -53,9 +53,15 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
         area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1)).cpu().numpy()
         for code in np.unique(area):
             in_area = (area == code).reshape(shape)
-            area_distance, area_source = _nearest_cell(has_ground & in_area)
-            use = in_area.reshape(-1) & (area_distance * cell_m <= fill_m)
-            distance[use], source[use] = area_distance[use], area_source[use]
+            rows, columns = np.nonzero(in_area)
+            window = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))  # sources and targets lie inside
+            cells = np.ravel_multi_index(np.nonzero(in_area[window]), in_area[window].shape)
+            area_distance, area_source = _nearest_cell(has_ground[window] & in_area[window])
+            near = area_distance[cells] * cell_m <= fill_m
+            target = np.ravel_multi_index((rows, columns), shape)[near]  # the same order as `cells`
+            source_rows, source_columns = np.unravel_index(area_source[cells[near]], in_area[window].shape)
+            distance[target] = area_distance[cells[near]]
+            source[target] = np.ravel_multi_index((source_rows + window[0].start, source_columns + window[1].start), shape)
     fill = ~has_ground.reshape(-1) & ~covered & (distance * cell_m <= fill_m)
     cells = np.flatnonzero(fill)
     centre = (np.stack(np.unravel_index(cells, shape), 1) + lower + 0.5) * cell_m

@@ -23,16 +23,21 @@ from uniscene.geometry import invert_transform
 from uniscene.occupancy.carve import RangeImages
 
 
-def seen_through(cells: torch.Tensor, images: RangeImages, scene_from_sensor: np.ndarray, margin_m: float, reach_m: float) -> torch.Tensor:
+def seen_through(cells: torch.Tensor, images: RangeImages, scene_from_sensor: np.ndarray, margin_m: float, reach_m: float,
+                 pairs_per_batch: int = 16_000_000) -> torch.Tensor:
     """How many sweeps saw through each cell: cells [C, 3] scene frame -> [C] int64.
 
-    Each sweep looks at the cells within `reach_m` of its sensor.
+    Each sweep looks at the cells within `reach_m` of its sensor; sweeps go in batches of about
+    `pairs_per_batch` (sweep, cell) pairs.
     """
     count = torch.zeros(cells.shape[0], dtype=torch.long, device=cells.device)
     sensor_from_scene = torch.as_tensor(invert_transform(scene_from_sensor), dtype=torch.float32, device=cells.device)
-    for s in range(len(scene_from_sensor)):
-        position = cells @ sensor_from_scene[s, :3, :3].T + sensor_from_scene[s, :3, 3]
-        distance = position.norm(dim=1)
-        near = torch.nonzero(distance <= reach_m).squeeze(1)
-        count[near] += (distance[near] + margin_m < images.nearest_around(s, position[near])).long()
+    per_batch = max(1, pairs_per_batch // max(1, cells.shape[0]))
+    for start in range(0, len(scene_from_sensor), per_batch):
+        matrix = sensor_from_scene[start:start + per_batch]  # [b, 4, 4]
+        position = torch.einsum("bij,cj->bci", matrix[:, :3, :3], cells) + matrix[:, None, :3, 3]  # [b, C, 3]
+        distance = position.norm(dim=2)
+        sweep, cell = torch.nonzero(distance <= reach_m, as_tuple=True)
+        seen = distance[sweep, cell] + margin_m < images.nearest_around(start + sweep, position[sweep, cell])
+        count += torch.bincount(cell[seen], minlength=cells.shape[0])
     return count
