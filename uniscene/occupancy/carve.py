@@ -53,6 +53,7 @@ from uniscene.occupancy.aggregate import STATIC, Boxes
 
 _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
 BOUNDARY_CUBE = 0.6  # edge of the cube, in cells, whose corners stand for a boundary cell (module docstring)
+PAIRS_PER_BATCH = 4_000_000  # (sweep, cell) pairs carved at once: about 0.3 GB of transforms
 _FACES = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
 
 
@@ -120,13 +121,13 @@ def carve_objects(
     sensor_from_box = torch.as_tensor(sensor_from_box, dtype=torch.float32, device=device)
     margin = grids.cell_size[cell_slot].norm(dim=1) / 2  # [C] half a cell diagonal
     carved = torch.zeros(cell_slot.numel(), dtype=torch.bool, device=device)
-    for s in range(valid.shape[0]):
-        here = torch.nonzero(valid[s, cell_slot] & ~carved).squeeze(1)
-        if here.numel() == 0:
-            continue
-        matrix = sensor_from_box[s, cell_slot[here]]
+    per_batch = max(1, PAIRS_PER_BATCH // max(1, cell_slot.numel()))
+    for start in range(0, valid.shape[0], per_batch):  # sweeps in batches of (sweep, cell) pairs
+        sweep, here = torch.nonzero(valid[start:start + per_batch][:, cell_slot] & ~carved, as_tuple=True)
+        sweep = sweep + start
+        matrix = sensor_from_box[sweep, cell_slot[here]]
         position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
-        carved[here] = position.norm(dim=1) + margin[here] < images.free_range(s, position, cell_slot[here])
+        carved[here[position.norm(dim=1) + margin[here] < images.free_range(sweep, position, cell_slot[here])]] = True
 
     is_hit = slot != STATIC
     hit = torch.isin(grids.key(cell, cell_slot), grids.key(grids.cell_of(box_points[is_hit], slot[is_hit]), slot[is_hit]))
@@ -153,8 +154,8 @@ class RangeImages:
     owner: torch.Tensor
     elevation: torch.Tensor
 
-    def free_range(self, sweep: int, position: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """[N] how far the sweep saw free space towards each sensor-frame point [N, 3] of box `slot` [N].
+    def free_range(self, sweep: torch.Tensor, position: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """[N] how far sweep `sweep` [N] saw free space towards each sensor-frame point [N, 3] of box `slot` [N].
 
         Between the two rings around the direction: where both hit the point's own object, the
         surface runs between the two returns (interpolated); anywhere else its edge may lie
@@ -162,9 +163,8 @@ class RangeImages:
         0 outside the rings, or next to a direction without a return.
         """
         lower, upper, weight, column, inside = self._around(position)
-        ranges, owner = self.ranges[sweep], self.owner[sweep]
-        below, above = ranges[lower, column], ranges[upper, column]
-        on_object = (owner[lower, column] == slot) & (owner[upper, column] == slot) & (below > 0) & (above > 0)
+        below, above = self.ranges[sweep, lower, column], self.ranges[sweep, upper, column]
+        on_object = (self.owner[sweep, lower, column] == slot) & (self.owner[sweep, upper, column] == slot) & (below > 0) & (above > 0)
         free = torch.where(on_object, below + weight * (above - below), torch.minimum(below, above))
         return torch.where(inside, free, torch.zeros_like(free))
 
