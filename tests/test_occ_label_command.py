@@ -19,8 +19,8 @@ from uniscene.store import open_store, write_store
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_dataset(root: Path, with_lidarseg: bool = True) -> Path:
-    """Sweep and lidarseg files under root/data and root/frames.zarr pointing at them."""
+def write_dataset(root: Path, with_lidarseg: bool = True, location: str | None = None) -> Path:
+    """Sweep and lidarseg files under root/data and root/frames.zarr pointing at them (with the map `location` if given)."""
     scene = build_scene(duration_s=1.0)
     data = root / "data"
     sweep_paths, lidarseg_paths = [], []
@@ -61,7 +61,7 @@ def write_dataset(root: Path, with_lidarseg: bool = True) -> Path:
             **boxes("box_", "frame", scene.frame_boxes),
             **boxes("sweep_box_", "sweep", scene.sweep_boxes),
         },
-        attrs={"scene": "hand-0000", "dataroot": str(data.resolve())},
+        attrs={"scene": "hand-0000", "dataroot": str(data.resolve()), **({"location": location} if location else {})},
     )
     return write_store(root / "frames.zarr", dataset, stage="frames", config_subset={})
 
@@ -129,3 +129,12 @@ def test_map_areas_without_the_scenes_map_location_stops_with_the_fix(config_jso
     assert run(config, dataset, out) == 2
     message = capsys.readouterr().err
     assert "'location'" in message and str(dataset) in message and "map_areas: false" in message and not out.exists()
+
+
+def test_map_areas_without_the_map_file_stops_with_both_fixes(config_json, tmp_path, capsys):
+    frames = write_dataset(tmp_path / "no_map", location="singapore-onenorth")  # a nuScenes map whose file the dataroot lacks
+    config = {**config_json, "occ_label": {**config_json["occ_label"], "map_areas": True}}
+    out = tmp_path / "occ_label.zarr"
+    assert run(config, frames, out) == 2
+    message = capsys.readouterr().err
+    assert "singapore-onenorth.json" in message and "map_areas: false" in message and not out.exists()

@@ -75,4 +75,7 @@ def _map_areas(frames, frames_path, grid: OccGrid) -> MapAreas:
     if not location:
         raise UserError(f"frames store {frames_path} has no 'location' attribute (the scene's map): rerun `uniscene frames`, "
                         "or set occ_label.map_areas: false")
-    return MapAreas.load(frames.attrs["dataroot"], location, frames["world_from_ego"].values, grid)
+    try:
+        return MapAreas.load(frames.attrs["dataroot"], location, frames["world_from_ego"].values, grid)
+    except UserError as error:
+        raise UserError(f"{error}; or set occ_label.map_areas: false to spread ground classes without the map") from error
