@@ -2,7 +2,8 @@ rule occ_label_build:
     input:
         frames="results/scenes/{scene}/frames.zarr",
     output:
-        directory("results/scenes/{scene}/occ_label.zarr"),
+        store=directory("results/scenes/{scene}/occ_label.zarr"),
+        preview=report("results/scenes/{scene}/occ_label.png", caption="../workflow/report/occ_label.rst", category="occ_label"),
     log:
         "logs/occ_label_build/{scene}.log",
     benchmark:
@@ -13,4 +14,5 @@ rule occ_label_build:
     resources:
         mem_mb=8000,
     shell:
-        "uniscene occ-label --config {params.config:q} --frames {input.frames:q} --out {output:q} > {log} 2>&1"
+        "uniscene occ-label --config {params.config:q} --frames {input.frames:q} --out {output.store:q} "
+        "--preview {output.preview:q} > {log} 2>&1"

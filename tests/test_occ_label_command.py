@@ -80,13 +80,14 @@ def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("hand"))
 
 
-def run(config, frames, out) -> int:
-    return cli(["occ-label", "--config", json.dumps(config), "--frames", str(frames), "--out", str(out)])
+def run(config, frames, out, *more) -> int:
+    return cli(["occ-label", "--config", json.dumps(config), "--frames", str(frames), "--out", str(out), *more])
 
 
 def test_store_layout_and_provenance(config_json, dataset, tmp_path):
     out = tmp_path / "occ_label.zarr"
-    assert run(config_json, dataset, out) == 0
+    assert run(config_json, dataset, out, "--preview", str(tmp_path / "occ_label.png")) == 0
+    assert (tmp_path / "occ_label.png").stat().st_size > 10_000
     store = open_store(out, stage="occ_label")
     frames = open_store(dataset, stage="frames")
     t = frames.sizes["frame"]

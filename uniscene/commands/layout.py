@@ -2,14 +2,13 @@
 
 import time
 
-import numpy as np
 
 from uniscene.config import config_subset, resolve_device
 from uniscene.grid import OccGrid
 from uniscene.errors import UserError
 from uniscene.layout import (LayoutSettings, expansion_path, layout_dataset, load_map, rasterise_layout, rasterise_map,
                              scene_region_m)
-from uniscene.preview import save_layout_preview
+from uniscene.preview import preview_frames, save_layout_preview
 from uniscene.store import open_store, write_store
 
 CONFIG_KEYS = ("grid", "layout", "device")
@@ -20,11 +19,6 @@ def add_arguments(parser):
     parser.add_argument("--frames", required=True, help="the scene's frames.zarr")
     parser.add_argument("--out", required=True, help="layout.zarr to write")
     parser.add_argument("--preview", help="PNG preview of a few frames to write (colour-coded channels, ego marked)")
-
-
-def preview_frames(num_frames: int, count: int) -> list[int]:
-    """`count` frame indices spread evenly over the scene, first and last included."""
-    return sorted(set(np.linspace(0, num_frames - 1, min(count, num_frames)).round().astype(int).tolist()))
 
 
 def main(args, config):

@@ -11,15 +11,18 @@ from uniscene.config import config_subset, resolve_device
 from uniscene.grid import OccGrid
 from uniscene.occupancy.inputs import load_scene
 from uniscene.occupancy.label import FrameLabels, LabelOptions, build_surface, label_frames
-from uniscene.store import write_store
+from uniscene.preview import preview_frames, save_occupancy_preview
+from uniscene.store import open_store, write_store
 
 HELP = "semantic occupancy labels of one scene from aggregated LiDAR"
 CONFIG_KEYS = ("device", "seed", "grid", "occ_label")
+PREVIEW_FRAMES = 4
 
 
 def add_arguments(parser):
     parser.add_argument("--frames", required=True, help="the scene's frames.zarr (stage frames)")
     parser.add_argument("--out", required=True, help="occ_label.zarr to write")
+    parser.add_argument("--preview", help="PNG preview of a few frames to write (the labels seen from above, all and inside mask_camera)")
 
 
 def main(args, config):
@@ -48,6 +51,13 @@ def main(args, config):
                 inputs=[args.frames] + ([scene.map_areas.source] if scene.map_areas else []), seed=config.get("seed"), more_frames=parts)
     progress.close()
     seconds = time.perf_counter() - start
+    if args.preview:
+        store = open_store(args.out, stage="occ_label")
+        indices = preview_frames(store.sizes["frame"], PREVIEW_FRAMES)
+        timestamp_us = store["timestamp_us"].values
+        titles = [f"{scene.name} frame {i} (t={(timestamp_us[i] - timestamp_us[0]) / 1e6:.1f} s)" for i in indices]
+        chosen = store.isel(frame=indices)
+        save_occupancy_preview(args.preview, chosen["semantics"].values, chosen["mask_camera"].values, grid, range(len(indices)), titles)
     frames = len(scene.frame_timestamp_us)
     print(f"occ_label: {frames} frames in {seconds:.1f} s ({frames / seconds:.2f} frames/s) on {device}, backend {options.backend}")
     if device == "cuda":
