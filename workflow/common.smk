@@ -38,6 +38,7 @@ def scene_outputs(scene):
     return [
         f"results/scenes/{scene}/frames.zarr",
         f"results/scenes/{scene}/occ_label.zarr",
+        f"results/scenes/{scene}/occ_label.png",
         f"results/scenes/{scene}/layout.zarr",
         f"results/scenes/{scene}/render.zarr",
         f"results/scenes/{scene}/lidar.zarr",
