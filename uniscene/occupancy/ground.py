@@ -21,11 +21,11 @@ from uniscene.classes import GROUND_CLASSES
 
 
 def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill_m: float,
-                area_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                area_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """New ground points [K, 3] (one per filled cell, at its centre) and their classes [K], from a static surface.
 
     points: [N, 3] scene frame, classes: [N] int64; area_of: scene-frame points [M, 3] -> map area
-    codes [M]. Nothing is filled when fill_m <= 0 or no point is ground.
+    codes [M] (or None: no map). Nothing is filled when fill_m <= 0 or no point is ground.
     """
     device = points.device
     is_ground = torch.isin(classes, torch.tensor(GROUND_CLASSES, device=device))
@@ -48,9 +48,12 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     covered = np.bincount(flat[~ground], minlength=count.size) > 0
     has_ground = (count > 0).reshape(shape)
     distance, source = _nearest_cell(has_ground)
+    area = None
     if area_of is not None:
         centres = torch.as_tensor((np.stack(np.unravel_index(np.arange(count.size), shape), 1) + lower + 0.5) * cell_m, device=device)
-        area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1)).cpu().numpy()
+        area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1))
+    if area is not None:
+        area = area.cpu().numpy()
         for code in np.unique(area):
             in_area = (area == code).reshape(shape)
             rows, columns = np.nonzero(in_area)

@@ -181,11 +181,14 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     # 2. Static semantics: cells with labelled points vote; the rest take the nearest labelled cell (of the same map areas).
     static = _cloud(agg.points[is_static], view, torch.full_like(agg.slot[is_static], STATIC_GROUP), cell_m)
     static_labelled = is_static & (classes != UNLABELLED)
-    area_of = None if scene.map_areas is None else (lambda points: scene.map_areas.code_of(points, scene.world_from_scene))
+    def area_of(points):  # map area codes of scene-frame points, None without a map
+        return None if scene.map_areas is None else scene.map_areas.code_of(points, scene.world_from_scene)
+
+    static_area = area_of(static.points)
     if static_labelled.any():
         labelled = agg.points[static_labelled]
         cell_classes = nearest_labels(labelled, classes[static_labelled], static.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
-                                      *_areas(area_of, labelled, static.points))
+                                      area_of(labelled), static_area)
     else:
         cell_classes = torch.full((static.points.shape[0],), UNLABELLED, dtype=torch.long, device=device)
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
@@ -197,12 +200,13 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
         settled &= seen_through(static.points, images, scene_from_sensor, options.transient_margin_m, _reach_m(grid)) < options.transient_sweeps
     static = Cloud(static.points[settled], static.view[settled], static.group[settled], cell_m)
     cell_classes = cell_classes[settled]
+    static_area = None if static_area is None else static_area[settled]
 
     # 3. Densify the static scene; carve each object's shape out of its box (carve.py).
     box_class = torch.as_tensor(scene.box_occ_class.astype(np.int64), device=device)
     surface = densify(static, options.backend, options.backend_options)
     static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
-                                    *_areas(area_of, static.points, surface.points))
+                                    static_area, area_of(surface.points))
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
     carve_cell_m = torch.where(torch.isin(box_class, torch.tensor(SLENDER_CLASSES, device=device)), options.object_fine_cell_m, options.object_cell_m)
     objects = carve_objects(
@@ -310,11 +314,6 @@ def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _reach_m(grid: OccGrid) -> float:
     """How far from the ego a point can fall into the grid, whatever the ego's heading."""
     return float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
-
-
-def _areas(area_of, labelled: torch.Tensor, query: torch.Tensor) -> tuple:
-    """(labelled_area, query_area) for nearest_labels: the points' map area codes, or (None, None) without a map."""
-    return (None, None) if area_of is None else (area_of(labelled), area_of(query))
 
 
 def _boxes_in(boxes: Boxes, target_from_world: np.ndarray) -> Boxes:
