@@ -35,7 +35,7 @@ from uniscene.occupancy.densify import Cloud, densify
 from uniscene.occupancy.densify.patches import tangent_patches
 from uniscene.occupancy.ground import fill_ground
 from uniscene.occupancy.map_areas import MapAreas
-from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
+from uniscene.occupancy.masks import auto_ray_stride, mask_camera, mask_lidar
 from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
 from uniscene.occupancy.transients import seen_through
 from uniscene.occupancy.voxelize import voxelize
@@ -268,11 +268,8 @@ def label_frames(
         semantics = voxelize(grid, torch.cat(points), torch.cat(classes), torch.cat(frame), len(batch))
         occupied = semantics != FREE
         # 3. Camera visibility.
-        origins, directions, ray_frame = camera_rays(
-            torch.as_tensor(scene.cam_intrinsics[batch], device=device), torch.as_tensor(scene.ego_from_cam[batch], device=device),
-            scene.cam_image_size, stride_px,
-        )
-        visible = mask_camera(grid, occupied, origins, directions, ray_frame)
+        visible = mask_camera(grid, occupied, torch.as_tensor(scene.cam_intrinsics[batch], device=device),
+                              torch.as_tensor(scene.ego_from_cam[batch], device=device), scene.cam_image_size, stride_px)
         # 4. LiDAR observation: the rays of the sweeps within the window around each frame.
         origins, ends, ray_frame = _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, ray_offsets)
         observed = mask_lidar(grid, occupied, origins, ends, ray_frame)

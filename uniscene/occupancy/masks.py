@@ -2,9 +2,18 @@
 
 `mask_lidar` (observed by the LiDAR): the voxels that LiDAR rays cross from their sensor to
 their return, stopping at the first occupied voxel, plus the voxel where each ray ends.
-`mask_camera` (visible from a camera): the voxels that camera pixel rays cross up to and
-including the first occupied voxel. A ray never marks anything behind an occupied voxel.
-Both use `uniscene.raycast.traverse_grid`, one loop for a whole batch of frames.
+`mask_camera` (visible from a camera): the voxels that camera rays cross up to and including
+the first occupied voxel: Occ3D's rays, one from each camera towards the centre of every
+occupied voxel in its image (`voxel_rays`), and one per pixel block (`camera_rays`); plus every
+voxel whose centre lies in front of the first occupied voxel along its pixel block's ray, which
+is how the synthetic truth marks free space (with the true surfaces). A ray never marks anything
+behind an occupied voxel. Pixel rays alone leave whole rows of voxels unmarked where
+neighbouring rays lie more than a voxel apart (the demo's 160 x 90 cameras beyond ~20 m).
+Measured on every sixth demo frame, agreement (IoU) with the truth's mask_camera: pixel rays
+83.2, with the free space between them 83.9, with the voxel rays too 85.0. In a picture of one
+frame, what remains lies mostly along the edges of shadows: space that the true surfaces leave
+visible and our voxels, which overlap them, hide.
+Both masks use `uniscene.raycast.traverse_grid`, one loop for a whole batch of frames.
 
 Letters: F frames of a batch, V cameras, R rays, X Y Z grid, H W pixels.
 """
@@ -68,13 +77,49 @@ def camera_rays(
     return torch.cat(origins), torch.cat(directions), torch.cat(frames)
 
 
+def _in_view(points: torch.Tensor, intrinsics: torch.Tensor, ego_from_cam: torch.Tensor, height: int, width: int):
+    """Pixel coordinates u [N], v [N] of ego-frame points [N, 3] in one camera ([N, 3, 3] K, [N, 4, 4] pose, or one of
+    each for all), and whether each lies in front of it and inside its image [N] bool."""
+    in_cam = torch.einsum("...ji,...j->...i", ego_from_cam[..., :3, :3].float(), points - ego_from_cam[..., :3, 3].float())
+    uvw = torch.einsum("...ij,...j->...i", intrinsics.float(), in_cam)
+    depth = uvw[..., 2].clamp(min=1e-6)
+    u, v = uvw[..., 0] / depth, uvw[..., 1] / depth
+    return u, v, (in_cam[..., 2] > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+
+
+def voxel_rays(
+    grid: OccGrid,
+    occupied: torch.Tensor,  # [F, X, Y, Z] bool
+    intrinsics: torch.Tensor,  # [F, V, 3, 3] K at the image size
+    ego_from_cam: torch.Tensor,  # [F, V, 4, 4] OpenCV camera axes
+    image_size_hw: np.ndarray,  # [V, 2]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Origins [R, 3], unit directions [R, 3] (ego frame) and frame index [R]: a ray from every camera towards the
+    centre of every occupied voxel that projects into its image (Occ3D's camera rays)."""
+    index = occupied.nonzero()
+    frame, centre = index[:, 0], _centres(grid, index[:, 1:])
+    origins, directions, frames = [], [], []
+    for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
+        _, _, seen = _in_view(centre, intrinsics[frame, cam], ego_from_cam[frame, cam], height, width)
+        origin = ego_from_cam[frame[seen], cam, :3, 3].float()
+        origins.append(origin)
+        directions.append(torch.nn.functional.normalize(centre[seen] - origin, dim=1))
+        frames.append(frame[seen])
+    return torch.cat(origins), torch.cat(directions), torch.cat(frames)
+
+
+def _centres(grid: OccGrid, ijk: torch.Tensor) -> torch.Tensor:
+    """Ego-frame centres [N, 3] of voxels [N, 3] int64."""
+    return torch.tensor(grid.lower_m, dtype=torch.float32, device=ijk.device) + (ijk.float() + 0.5) * grid.voxel_size_m
+
+
 def auto_ray_stride(intrinsics: np.ndarray, grid: OccGrid) -> int:
     """The largest pixel stride whose neighbouring rays lie at most half a voxel apart at the grid's farthest corner.
 
     intrinsics: [..., 3, 3] every camera's K at its image size. nuScenes' 1600 x 900 cameras
     (focal length ~1260 px) at 0.4 m give 4: 16 times fewer rays than one per pixel, while every
     voxel face in full view still meets two rays per axis; the demo's 160 x 90 cameras give 1.
-    What it misses are slivers seen past an edge by a pixel or two: 2.8 % of the visible voxels
+    What it misses are slivers seen past an edge by a pixel or two: 1.4 % of the visible voxels
     in tests/test_occ_raycast.py, at the stride's limit.
     """
     focal_px = float(np.min(np.asarray(intrinsics)[..., [0, 1], [0, 1]]))
@@ -85,10 +130,34 @@ def auto_ray_stride(intrinsics: np.ndarray, grid: OccGrid) -> int:
 def mask_camera(
     grid: OccGrid,
     occupied: torch.Tensor,  # [F, X, Y, Z] bool
-    origins: torch.Tensor,  # [R, 3] camera centre, ego frame
-    directions: torch.Tensor,  # [R, 3] unit pixel rays, ego frame
-    frame: torch.Tensor,  # [R] int64 in 0..F-1
+    intrinsics: torch.Tensor,  # [F, V, 3, 3] K at the image size
+    ego_from_cam: torch.Tensor,  # [F, V, 4, 4] OpenCV camera axes
+    image_size_hw: np.ndarray,  # [V, 2]
+    stride_px: int,
 ) -> torch.Tensor:
-    """Voxels visible from a camera: [F, X, Y, Z] bool."""
-    traversal = traverse_grid(grid, origins, directions, float("inf"), occupied, frame)
-    return _mask(traversal, frame)
+    """Voxels visible from a camera: [F, X, Y, Z] bool.
+
+    The voxels that pixel rays (one per `stride_px` block) and voxel rays cross up to and
+    including the first occupied one, and every voxel whose centre lies in front of the first
+    occupied voxel along its pixel block's ray: the free space between rays that lie more than a
+    voxel apart (which is how the truth of the synthetic scenes marks it, with the true surfaces).
+    """
+    pixel = camera_rays(intrinsics, ego_from_cam, image_size_hw, stride_px)
+    rays = [torch.cat(pair) for pair in zip(pixel, voxel_rays(grid, occupied, intrinsics, ego_from_cam, image_size_hw))]
+    traversal = traverse_grid(grid, *rays[:2], float("inf"), occupied, rays[2])
+    mask = _mask(traversal, rays[2])
+    # free space between the rays: a voxel centre nearer than its block's first occupied voxel
+    stop_m = traversal.end_range_m[:pixel[0].shape[0]]
+    ijk = torch.stack(torch.meshgrid(*[torch.arange(n, device=occupied.device) for n in grid.shape], indexing="ij"), -1).view(-1, 3)
+    centre = _centres(grid, ijk)
+    first_ray = 0
+    for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
+        columns, rows = -(-width // stride_px), -(-height // stride_px)
+        for f in range(occupied.shape[0]):
+            u, v, seen = _in_view(centre, intrinsics[f, cam], ego_from_cam[f, cam], height, width)
+            block = (v[seen] // stride_px).long() * columns + (u[seen] // stride_px).long()
+            distance = (centre[seen] - ego_from_cam[f, cam, :3, 3].float()).norm(dim=1)
+            front = torch.nonzero(seen).squeeze(1)[distance < stop_m[first_ray + f * rows * columns + block]]
+            mask[f].view(-1)[front] = True
+        first_ray += occupied.shape[0] * rows * columns
+    return mask
