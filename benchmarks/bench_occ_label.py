@@ -76,7 +76,7 @@ def scale_cameras(scene, size_hw) -> None:
 
 
 PHASES = ("aggregate_sweeps", "nearest_labels", "range_images", "seen_through", "densify", "carve_objects", "fill_ground", "tangent_patches",
-          "voxelize", "camera_rays", "mask_camera", "_lidar_rays", "mask_lidar")
+          "voxelize", "mask_camera", "_lidar_rays", "mask_lidar")
 
 
 def profile_phases(scene, grid, options, device, frames) -> dict:
@@ -128,7 +128,7 @@ def main():
         if args.voxel_size_m:
             grid = OccGrid(grid.range_m, args.voxel_size_m)
         options = LabelOptions.from_config(config)
-        scene = load_scene(frames_path, map_grid=grid if options.map_areas else None)
+        scene = load_scene(frames_path, options, grid)
         scale_cameras(scene, args.camera_size)
         total = len(scene.frame_timestamp_us)
         stride = options.camera_stride_px(scene.cam_intrinsics, grid)

@@ -224,6 +224,36 @@ def test_aggregate_drops_the_ego_body_and_splits_static_from_object():
     torch.testing.assert_close(agg.box_points[1], torch.zeros(3))
 
 
+def test_aggregate_pairs_points_with_every_box_that_holds_them(monkeypatch):
+    """Random boxes over 6 sweeps, aggregated in chunks of about two sweeps: each point joins the first
+    (lowest slot) of the valid boxes of its own sweep that hold it, as a brute-force test over all pairs says."""
+    import uniscene.occupancy.aggregate as aggregate
+
+    rng = np.random.default_rng(7)
+    sweeps, slots, per_sweep = 6, 40, 3000
+    center = np.concatenate([rng.uniform(-30, 30, (sweeps, slots, 2)), rng.uniform(0.5, 1.5, (sweeps, slots, 1))], 2)
+    size = np.broadcast_to(rng.uniform(0.5, 6.0, (1, slots, 3)), (sweeps, slots, 3)).astype(np.float32)
+    yaw = rng.uniform(-np.pi, np.pi, (sweeps, slots))
+    rotation = np.stack([np.cos(yaw / 2), 0 * yaw, 0 * yaw, np.sin(yaw / 2)], -1)
+    boxes = Boxes(center, size, rotation, rng.random((sweeps, slots)) < 0.7)
+    points = np.concatenate([rng.uniform([-32, -32, 0.3], [32, 32, 3.0], (sweeps * per_sweep, 3))]).astype(np.float32)
+    offsets = np.arange(sweeps + 1) * per_sweep
+    monkeypatch.setattr(aggregate, "POINTS_PER_CHUNK", 2 * per_sweep + 1)
+    agg = aggregate_sweeps(points, offsets, np.tile(np.eye(4), (sweeps, 1, 1)), np.tile(np.eye(4), (sweeps, 1, 1)), boxes,
+                           np.zeros(len(points), np.uint8), (-1, -1, -5, 1, 1, -4), 0.2, 0.0)
+    expected = np.full(len(points), STATIC)
+    local = np.einsum("sbji,sbnj->sbni", boxes.world_from_box()[..., :3, :3],
+                      points.reshape(sweeps, 1, per_sweep, 3) - center[:, :, None])  # [S, B, n, 3]
+    half = size[..., [1, 0, 2]] / 2 + 0.2
+    inside = np.all(np.abs(local) <= half[:, :, None], axis=-1) & boxes.valid[..., None]  # [S, B, n]
+    inside &= local[..., 2] >= -size[:, :, None, 2] / 2  # under the box's bottom (in its margin) is ground
+    held = inside.any(1).reshape(-1)
+    expected[held] = inside.argmax(1).reshape(-1)[held]
+    assert (expected != STATIC).sum() > 1000
+    np.testing.assert_array_equal(agg.slot.numpy(), expected)
+    np.testing.assert_array_equal(agg.sweep.numpy(), np.repeat(np.arange(sweeps), per_sweep))
+
+
 def test_scene_without_lidarseg_labels_static_voxels_others():
     scene = build_scene(labelled=False, duration_s=0.5)
     options = LabelOptions()

@@ -30,7 +30,7 @@ def main(args, config):
     options = LabelOptions.from_config(config)
     device = resolve_device(config)
     start = time.perf_counter()
-    scene = load_scene(args.frames, options.allow_missing_lidarseg, grid if options.map_areas else None)
+    scene = load_scene(args.frames, options, grid)
     surface = build_surface(scene, grid, options, device)
     batches = label_frames(surface, scene, grid, options)
     progress = tqdm(total=len(scene.frame_timestamp_us), desc="occ_label frames", unit="frame")

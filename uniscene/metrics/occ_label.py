@@ -108,7 +108,7 @@ def evaluate(config: dict, results) -> dict:
             options = LabelOptions.from_config({**config, "occ_label": {**section, "backend": backend}})
             start = time.perf_counter()
             try:
-                scene_arrays = load_scene(frames_path, options.allow_missing_lidarseg, grid if options.map_areas else None)
+                scene_arrays = load_scene(frames_path, options, grid)
                 surface = build_surface(scene_arrays, grid, options, resolve_device(config))
                 for batch in label_frames(surface, scene_arrays, grid, options, frames):
                     for f, semantics in zip(batch.frames, batch.semantics):

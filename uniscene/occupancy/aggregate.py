@@ -6,6 +6,11 @@ an (enlarged) box of its sweep belongs to that instance; everything else is stat
 points are later expressed in their box frame, where a moving car piles up into one dense shape
 that is placed back at each frame's box.
 
+Whole sweeps go together, about POINTS_PER_CHUNK points at a time, each point with its own
+sweep's transforms, rather than one sweep at a time: on a GPU a sweep is too little work for the
+kernels' launches. Points meet the boxes of their sweep through bird's-eye cells (`_BoxTable`),
+so the pairs tested follow the points near boxes, not points x boxes.
+
 Letters: S sweeps, N points, B box slots.
 """
 
@@ -17,6 +22,7 @@ from tqdm import tqdm
 
 from uniscene.classes import THING_CLASSES
 from uniscene.geometry import invert_transform, make_transform
+from uniscene.occupancy import sparse
 
 STATIC = -1  # slot of a point that belongs to no box
 
@@ -75,45 +81,106 @@ def aggregate_sweeps(
     num_sweeps = len(sweep_offsets) - 1
     box_from_scene = torch.as_tensor(invert_transform(scene_boxes.world_from_box()), dtype=torch.float32, device=device)  # [S, B, 4, 4]
     half_size = torch.as_tensor(scene_boxes.size, dtype=torch.float32, device=device)[..., [1, 0, 2]] / 2  # (l, w, h)/2 on box x y z
-    lower = -half_size - box_margin_m
-    upper = half_size + box_margin_m
-    ground_top = -half_size[..., 2] + ground_margin_m  # [S, B] box z below which a point may be ground
-    reach = (half_size[..., :2] + box_margin_m).norm(dim=-1)  # [S, B] radius of the box's footprint
-    center = torch.as_tensor(scene_boxes.center, dtype=torch.float32, device=device)
-    valid = torch.as_tensor(scene_boxes.valid, device=device)
+    boxes = _BoxTable(
+        box_from_scene, -half_size - box_margin_m, half_size + box_margin_m,
+        ground_top=-half_size[..., 2] + ground_margin_m,  # [S, B] box z below which a point may be ground
+        reach=(half_size[..., :2] + box_margin_m).norm(dim=-1),  # [S, B] radius of the box's footprint
+        center=torch.as_tensor(scene_boxes.center, dtype=torch.float32, device=device),
+        valid=torch.as_tensor(scene_boxes.valid, device=device),
+    )
     ego_lower = torch.as_tensor(ego_box_m[:3], dtype=torch.float32, device=device)
     ego_upper = torch.as_tensor(ego_box_m[3:], dtype=torch.float32, device=device)
     scene_from_lidar = torch.as_tensor(scene_from_ego @ ego_from_lidar, dtype=torch.float32, device=device)
     ego_from_lidar_t = torch.as_tensor(ego_from_lidar, dtype=torch.float32, device=device)
 
     parts = []
-    for s in tqdm(range(num_sweeps), desc="aggregate sweeps", unit="sweep", leave=False):
-        start, stop = int(sweep_offsets[s]), int(sweep_offsets[s + 1])
-        p = torch.as_tensor(points_lidar[start:stop, :3], dtype=torch.float32, device=device)
-        c = torch.as_tensor(classes[start:stop].astype(np.int64), device=device)
-        # 1. Drop the car's own body (ego frame), then sensor -> scene.
-        ego = p @ ego_from_lidar_t[s, :3, :3].T + ego_from_lidar_t[s, :3, 3]
-        keep = ~((ego >= ego_lower) & (ego <= ego_upper)).all(1)
-        source = torch.nonzero(keep).squeeze(1) + start
-        p, c = p[keep], c[keep]
-        p = p @ scene_from_lidar[s, :3, :3].T + scene_from_lidar[s, :3, 3]
-        # 2. Point-box pairs whose footprint circle holds the point, then the exact (enlarged) box test.
-        boxes = torch.nonzero(valid[s]).squeeze(1)
-        near = (torch.cdist(p[:, :2], center[s, boxes, :2]) <= reach[s, boxes]).nonzero()  # [pairs, 2]
-        point, box = near[:, 0], boxes[near[:, 1]]
-        local = torch.einsum("nij,nj->ni", box_from_scene[s, box, :3, :3], p[point]) + box_from_scene[s, box, :3, 3]
-        inside = ((local >= lower[s, box]) & (local <= upper[s, box])).all(1)
-        # the bottom slice is ground, unless lidarseg says the point is a thing (an object class)
-        inside &= (local[:, 2] >= ground_top[s, box]) | ((c[point] >= THING_CLASSES[0]) & (c[point] <= THING_CLASSES[-1]))
-        point, box, local = point[inside], box[inside], local[inside]
-        # 3. A point in several boxes joins the first; every other point is static.
-        slot = torch.full((p.shape[0],), len(valid[s]), dtype=torch.long, device=device)
-        slot.scatter_reduce_(0, point, box, reduce="amin")
-        first = slot[point] == box
-        box_p = torch.zeros_like(p)
-        box_p[point[first]] = local[first]
-        slot = torch.where(slot == len(valid[s]), STATIC, slot)
-        parts.append((p, torch.full_like(slot, s), slot, c, box_p, source))
+    with tqdm(total=num_sweeps, desc="aggregate sweeps", unit="sweep", leave=False) as progress:
+        for first, last in _chunks(sweep_offsets, POINTS_PER_CHUNK):  # whole sweeps, about POINTS_PER_CHUNK points at a time
+            start, stop = int(sweep_offsets[first]), int(sweep_offsets[last])
+            p = torch.as_tensor(points_lidar[start:stop, :3], dtype=torch.float32, device=device)
+            c = torch.as_tensor(classes[start:stop].astype(np.int64), device=device)
+            counts = torch.as_tensor(np.diff(sweep_offsets[first:last + 1]), device=device)
+            sweep = torch.repeat_interleave(torch.arange(first, last, device=device), counts)
+            # 1. Drop the car's own body (ego frame), then sensor -> scene.
+            ego = _apply(ego_from_lidar_t[sweep], p)
+            keep = ~((ego >= ego_lower) & (ego <= ego_upper)).all(1)
+            source = torch.nonzero(keep).squeeze(1) + start
+            p, c, sweep = p[keep], c[keep], sweep[keep]
+            p = _apply(scene_from_lidar[sweep], p)
+            # 2. Point-box pairs whose footprint circle holds the point, then the exact (enlarged) box test.
+            point, box = boxes.candidates(p, sweep)
+            local = _apply(boxes.box_from_scene[sweep[point], box], p[point])
+            inside = ((local >= boxes.lower[sweep[point], box]) & (local <= boxes.upper[sweep[point], box])).all(1)
+            # the bottom slice is ground, unless lidarseg says the point is a thing (an object class)
+            inside &= (local[:, 2] >= boxes.ground_top[sweep[point], box]) | ((c[point] >= THING_CLASSES[0]) & (c[point] <= THING_CLASSES[-1]))
+            point, box, local = point[inside], box[inside], local[inside]
+            # 3. A point in several boxes joins the first; every other point is static.
+            num_slots = boxes.valid.shape[1]
+            slot = torch.full((p.shape[0],), num_slots, dtype=torch.long, device=device)
+            slot.scatter_reduce_(0, point, box, reduce="amin")
+            chosen = slot[point] == box
+            box_p = torch.zeros_like(p)
+            box_p[point[chosen]] = local[chosen]
+            slot = torch.where(slot == num_slots, STATIC, slot)
+            parts.append((p, sweep, slot, c, box_p, source))
+            progress.update(last - first)
     points, sweep, slot, point_classes, box_points, source = (torch.cat(column) for column in zip(*parts))
     origin = scene_from_lidar[:, :3, 3]
     return Aggregate(points, sweep, slot, point_classes, box_points, origin, source)
+
+
+POINTS_PER_CHUNK = 2_000_000  # points transformed and tested at once: a few hundred MB of temporaries
+CANDIDATE_CELL_M = 8.0  # bird's-eye cells that pair points with the boxes whose footprint circle reaches them
+
+
+@dataclass
+class _BoxTable:
+    """Every box slot at every sweep, as the aggregation tests points against them ([S, B, ...] tensors)."""
+
+    box_from_scene: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    ground_top: torch.Tensor
+    reach: torch.Tensor
+    center: torch.Tensor
+    valid: torch.Tensor
+
+    def candidates(self, points: torch.Tensor, sweep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(point, box) pairs [P], [P] where a valid box of the point's sweep has the point within its footprint circle.
+
+        Points and boxes meet in bird's-eye cells of CANDIDATE_CELL_M: each box lists the cells its
+        circle touches, each point looks up its own, so the work follows the points near boxes.
+        """
+        device = points.device
+        box_sweep, box = torch.nonzero(self.valid[sweep.min():sweep.max() + 1], as_tuple=True)
+        box_sweep = box_sweep + sweep.min()
+        center, reach = self.center[box_sweep, box, :2], self.reach[box_sweep, box]
+        low = torch.floor((center - reach[:, None]) / CANDIDATE_CELL_M).long()
+        span = torch.floor((center + reach[:, None]) / CANDIDATE_CELL_M).long() - low + 1  # [K, 2] cells per axis
+        entry, k = sparse.ragged_arange(span.prod(1))
+        cell = low[entry] + torch.stack([k // span[entry, 1], k % span[entry, 1]], 1)
+        box_keys = sparse.pack(torch.cat([cell, box_sweep[entry, None]], 1), None)
+        order = torch.argsort(box_keys)
+        box_keys, entry = box_keys[order], entry[order]
+        point_cell = torch.floor(points[:, :2] / CANDIDATE_CELL_M).long()
+        point_keys = sparse.pack(torch.cat([point_cell, sweep[:, None]], 1), None)
+        begin = torch.searchsorted(box_keys, point_keys)
+        count = torch.searchsorted(box_keys, point_keys, right=True) - begin
+        point, k = sparse.ragged_arange(count)
+        entry = entry[begin[point] + k]
+        near = (points[point, :2] - center[entry]).norm(dim=1) <= reach[entry]
+        return point[near], box[entry[near]]
+
+
+def _chunks(offsets: np.ndarray, points_per_chunk: int):
+    """(first, last) sweep ranges of consecutive whole sweeps, each about `points_per_chunk` points (at least one sweep)."""
+    first = 0
+    while first < len(offsets) - 1:
+        last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + points_per_chunk, side="right")) - 1)
+        yield first, last
+        first = last
+
+
+def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points [N, 3] through their own transforms [N, 4, 4]."""
+    return torch.einsum("nij,nj->ni", matrix[:, :3, :3], points) + matrix[:, :3, 3]

@@ -241,10 +241,7 @@ def _class_free_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tenso
 
 def _all_cells(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every cell of boxes with `cells` [B', 3] cells each: (box index [C] into B', cell [C, 3])."""
-    counts = cells.prod(1)
-    owner = torch.repeat_interleave(torch.arange(cells.shape[0], device=cells.device), counts)
-    start = torch.cumsum(counts, 0) - counts
-    k = torch.arange(int(counts.sum()), device=cells.device) - start[owner]
+    owner, k = sparse.ragged_arange(cells.prod(1))
     ny, nz = cells[owner, 1], cells[owner, 2]
     return owner, torch.stack([k // (ny * nz), (k // nz) % ny, k % nz], 1)
 

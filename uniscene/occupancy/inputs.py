@@ -15,19 +15,20 @@ from uniscene.data.files import read_lidarseg, read_sweep
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.occupancy.aggregate import Boxes
-from uniscene.occupancy.label import SceneArrays
+from uniscene.occupancy.label import LabelOptions, SceneArrays
 from uniscene.occupancy.map_areas import MapAreas
 from uniscene.occupancy.semantics import UNLABELLED, occ_classes_of_lidarseg
 from uniscene.store import open_store
 
 
-def load_scene(frames_path, allow_missing_lidarseg: bool = False, map_grid: OccGrid | None = None) -> SceneArrays:
-    """map_grid: also read the map's areas, over every frame's reach of this grid."""
+def load_scene(frames_path, options: LabelOptions, grid: OccGrid) -> SceneArrays:
+    """What `options` asks for: lidarseg may be missing with `allow_missing_lidarseg`; with `map_areas`, the map's
+    areas over every frame's reach of `grid`."""
     frames = open_store(frames_path, stage="frames")
     dataroot = Path(frames.attrs["dataroot"])
     sweep_paths = frames["sweep_path"].values
     lidarseg_paths = frames["sweep_lidarseg_path"].values
-    if not any(lidarseg_paths) and not allow_missing_lidarseg:
+    if not any(lidarseg_paths) and not options.allow_missing_lidarseg:
         raise UserError(
             f"scene {frames.attrs.get('scene')} ({frames_path}) has no lidarseg labels under {dataroot}: install "
             "nuScenes-lidarseg (lidarseg/<version>/ and lidarseg.json) into the dataroot and rerun `uniscene frames`, "
@@ -66,7 +67,7 @@ def load_scene(frames_path, allow_missing_lidarseg: bool = False, map_grid: OccG
         ego_from_cam=frames["ego_from_cam"].values,
         cam_image_size=frames["cam_image_size"].values,
         name=str(frames.attrs.get("scene", "")),
-        map_areas=None if map_grid is None else _map_areas(frames, frames_path, map_grid),
+        map_areas=_map_areas(frames, frames_path, grid) if options.map_areas else None,
     )
 
 

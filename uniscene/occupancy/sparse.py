@@ -41,6 +41,13 @@ def unpack(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ijk - _HALF, keys >> (3 * AXIS_BITS)
 
 
+def ragged_arange(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For counts [K] int64: the owner of each of their sum(counts) items [M], and its index within its owner [M]."""
+    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    start = torch.cumsum(counts, 0) - counts
+    return owner, torch.arange(owner.numel(), device=counts.device) - start[owner]
+
+
 def lookup(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """Position of each query key in `sorted_keys` [K] (sorted, unique), -1 where absent: [N] int64."""
     if sorted_keys.numel() == 0:
