@@ -78,13 +78,14 @@ def camera_rays(
 
 
 def _in_view(points: torch.Tensor, intrinsics: torch.Tensor, ego_from_cam: torch.Tensor, height: int, width: int):
-    """Pixel coordinates u [N], v [N] of ego-frame points [N, 3] in one camera ([N, 3, 3] K, [N, 4, 4] pose, or one of
-    each for all), and whether each lies in front of it and inside its image [N] bool."""
-    in_cam = torch.einsum("...ji,...j->...i", ego_from_cam[..., :3, :3].float(), points - ego_from_cam[..., :3, 3].float())
-    uvw = torch.einsum("...ij,...j->...i", intrinsics.float(), in_cam)
+    """Ego-frame points [..., P, 3] seen by cameras [..., 3, 3] K and [..., 4, 4] pose: pixel coordinates u, v
+    [..., P], their distance from the camera [..., P] and whether they lie in front of it inside its image [..., P]."""
+    in_cam = (points - ego_from_cam[..., None, :3, 3].float()) @ ego_from_cam[..., :3, :3].float()  # rotation transposed: ego -> camera
+    uvw = in_cam @ intrinsics.float().transpose(-1, -2)
     depth = uvw[..., 2].clamp(min=1e-6)
     u, v = uvw[..., 0] / depth, uvw[..., 1] / depth
-    return u, v, (in_cam[..., 2] > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    seen = (in_cam[..., 2] > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return u, v, in_cam.norm(dim=-1), seen
 
 
 def voxel_rays(
@@ -100,7 +101,8 @@ def voxel_rays(
     frame, centre = index[:, 0], _centres(grid, index[:, 1:])
     origins, directions, frames = [], [], []
     for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
-        _, _, seen = _in_view(centre, intrinsics[frame, cam], ego_from_cam[frame, cam], height, width)
+        _, _, _, seen = _in_view(centre[:, None], intrinsics[frame, cam], ego_from_cam[frame, cam], height, width)
+        seen = seen[:, 0]
         origin = ego_from_cam[frame[seen], cam, :3, 3].float()
         origins.append(origin)
         directions.append(torch.nn.functional.normalize(centre[seen] - origin, dim=1))
@@ -151,13 +153,11 @@ def mask_camera(
     ijk = torch.stack(torch.meshgrid(*[torch.arange(n, device=occupied.device) for n in grid.shape], indexing="ij"), -1).view(-1, 3)
     centre = _centres(grid, ijk)
     first_ray = 0
+    frames = torch.arange(occupied.shape[0], device=occupied.device)[:, None]
     for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
         columns, rows = -(-width // stride_px), -(-height // stride_px)
-        for f in range(occupied.shape[0]):
-            u, v, seen = _in_view(centre, intrinsics[f, cam], ego_from_cam[f, cam], height, width)
-            block = (v[seen] // stride_px).long() * columns + (u[seen] // stride_px).long()
-            distance = (centre[seen] - ego_from_cam[f, cam, :3, 3].float()).norm(dim=1)
-            front = torch.nonzero(seen).squeeze(1)[distance < stop_m[first_ray + f * rows * columns + block]]
-            mask[f].view(-1)[front] = True
+        u, v, distance, seen = _in_view(centre, intrinsics[:, cam], ego_from_cam[:, cam], height, width)  # [F, X * Y * Z]
+        block = (v // stride_px).long().clamp(0, rows - 1) * columns + (u // stride_px).long().clamp(0, columns - 1)
+        mask.view(occupied.shape[0], -1)[seen & (distance < stop_m[first_ray + frames * rows * columns + block])] = True
         first_ray += occupied.shape[0] * rows * columns
     return mask
