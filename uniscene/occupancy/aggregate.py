@@ -9,7 +9,9 @@ that is placed back at each frame's box.
 Whole sweeps go together, about POINTS_PER_CHUNK points at a time, each point with its own
 sweep's transforms, rather than one sweep at a time: on a GPU a sweep is too little work for the
 kernels' launches. Points meet the boxes of their sweep through bird's-eye cells (`_BoxTable`),
-so the pairs tested follow the points near boxes, not points x boxes.
+so the pairs tested follow the points near boxes, not points x boxes. Measured on the 40 s
+benchmark scene (801 sweeps, 25.5 M points) on an H100: 1.93 s a sweep at a time, 0.24-0.27 s
+now; on a demo scene on the 2-core CPU: 0.66 s and 0.89 s. The output is identical.
 
 Letters: S sweeps, N points, B box slots.
 """
