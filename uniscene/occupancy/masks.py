@@ -156,8 +156,14 @@ def mask_camera(
     frames = torch.arange(occupied.shape[0], device=occupied.device)[:, None]
     for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
         columns, rows = -(-width // stride_px), -(-height // stride_px)
-        u, v, distance, seen = _in_view(centre, intrinsics[:, cam], ego_from_cam[:, cam], height, width)  # [F, X * Y * Z]
+        # a camera fixed on the car (nuScenes' calibration holds for a scene) is projected once for all frames
+        fixed = bool((intrinsics[:, cam] == intrinsics[:1, cam]).all() & (ego_from_cam[:, cam] == ego_from_cam[:1, cam]).all())
+        poses = slice(0, 1) if fixed else slice(None)
+        u, v, distance, seen = _in_view(centre, intrinsics[poses, cam], ego_from_cam[poses, cam], height, width)  # [1 or F, X * Y * Z]
+        voxel = seen.any(0).nonzero().squeeze(1)
+        u, v, distance, seen = u[:, voxel], v[:, voxel], distance[:, voxel], seen[:, voxel]
         block = (v // stride_px).long().clamp(0, rows - 1) * columns + (u // stride_px).long().clamp(0, columns - 1)
-        mask.view(occupied.shape[0], -1)[seen & (distance < stop_m[first_ray + frames * rows * columns + block])] = True
+        front = seen & (distance < stop_m[first_ray + frames * rows * columns + block])  # [F, voxels in view]
+        mask.view(occupied.shape[0], -1)[:, voxel] |= front
         first_ray += occupied.shape[0] * rows * columns
     return mask
