@@ -150,8 +150,7 @@ def mask_camera(
     mask = _mask(traversal, rays[2])
     # free space between the rays: a voxel centre nearer than its block's first occupied voxel
     stop_m = traversal.end_range_m[:pixel[0].shape[0]]
-    ijk = torch.stack(torch.meshgrid(*[torch.arange(n, device=occupied.device) for n in grid.shape], indexing="ij"), -1).view(-1, 3)
-    centre = _centres(grid, ijk)
+    centre = torch.as_tensor(grid.voxel_centers().reshape(-1, 3), dtype=torch.float32, device=occupied.device)
     first_ray = 0
     frames = torch.arange(occupied.shape[0], device=occupied.device)[:, None]
     for cam, (height, width) in enumerate(np.asarray(image_size_hw).tolist()):
