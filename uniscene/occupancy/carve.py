@@ -6,9 +6,12 @@ azimuth bins); a cell of a box is carved when, seen from that sweep's sensor, it
 of what the two rings around its direction returned in its azimuth column: the space over a
 bonnet, under a trailer or between a cyclist's legs. Where both rings hit the object, its
 surface runs between the two returns; otherwise the nearer return counts, which keeps the cells
-between two rings where one ring hit the object (its edge may lie anywhere between them),
-and a margin of half a cell diagonal keeps the cells that a surface passes through, which the
-truth (positive-volume overlap) counts as occupied. Every sweep carves in the box frame of its
+between two rings where one ring hit the object (its edge may lie anywhere between them). A
+cell is carved only when all eight of its corners lie in front of the returns: the truth
+(positive-volume overlap) counts a voxel that a surface reaches into by any amount, and a ray
+that grazes a roof passes through the upper half of the cells the roof reaches into. Every
+second demo frame: mIoU 85.72 -> 85.88 against the centre with a margin of half a cell
+diagonal along the ray (car 84.4 -> 85.1, barrier 86.2 -> 88.4). Every sweep carves in the box frame of its
 own time, so a moving car is carved from all the angles it was seen at; sides that no sweep
 saw stay solid (the cameras, mounted beside the LiDAR, rarely see them either). A cell that
 holds a point of the object is never carved.
@@ -22,7 +25,11 @@ class, so a cell that no sweep saw through and no return fell into is carved whe
 `prior_free` of the class's cells at the same place in the box (box-normalised coordinates,
 over the scene's instances) were. Measured on every second demo frame: mIoU 82.5 without, 83.4 with
 both (bicycle 76.0 -> 82.5, car 80.1 -> 84.4); barriers and cones, which carving leaves mostly
-whole, lose a little from either, so they get neither.
+whole, lose a little from either, so they get neither. With the corner test, prior_free 0.15
+gave 86.10 against 85.88 at 0.3, 85.93 at 0.05 and 85.52 at 0.5 (car 85.5, 85.1, 83.7, 81.7;
+motorcycle 68.2 at 0.15, 65.9 at 0.3): the space over a rider's handlebars is carved in one
+motorcycle of a scene, seen from the side, and stays solid in those seen only from behind.
+Weighing carved against hit cells instead of against all of the class's cells gave 85.85.
 
 The result is a set of points in the box frame: for each boundary cell of the solid, the
 corners of a cube 0.6 of the cell's size around its centre, and the centres of interior cells,
@@ -119,15 +126,11 @@ def carve_objects(
     centre = (cell.float() + 0.5) * grids.cell_size[cell_slot] - grids.half[cell_slot]  # [C, 3] box frame
     sensor_from_box = invert_transform(scene_from_sensor)[:, None] @ scene_boxes.world_from_box()  # [S, B, 4, 4]
     sensor_from_box = torch.as_tensor(sensor_from_box, dtype=torch.float32, device=device)
-    margin = grids.cell_size[cell_slot].norm(dim=1) / 2  # [C] half a cell diagonal
     carved = torch.zeros(cell_slot.numel(), dtype=torch.bool, device=device)
     per_batch = max(1, PAIRS_PER_BATCH // max(1, cell_slot.numel()))
     for start in range(0, valid.shape[0], per_batch):  # sweeps in batches of (sweep, cell) pairs
         sweep, here = torch.nonzero(valid[start:start + per_batch][:, cell_slot] & ~carved, as_tuple=True)
-        sweep = sweep + start
-        matrix = sensor_from_box[sweep, cell_slot[here]]
-        position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
-        carved[here[position.norm(dim=1) + margin[here] < images.free_range(sweep, position, cell_slot[here])]] = True
+        carved[_seen_free(images, sweep + start, sensor_from_box, centre, grids.cell_size, cell_slot, here)] = True
 
     is_hit = slot != STATIC
     hit = torch.isin(grids.key(cell, cell_slot), grids.key(grids.cell_of(box_points[is_hit], slot[is_hit]), slot[is_hit]))
@@ -142,6 +145,24 @@ def carve_objects(
     solid = (~carved & above_floor) | hit
     cell_slot, cell = cell_slot[solid], cell[solid]
     return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m))
+
+
+def _seen_free(images: "RangeImages", sweep: torch.Tensor, sensor_from_box: torch.Tensor, centre: torch.Tensor, cell_size: torch.Tensor,
+               cell_slot: torch.Tensor, here: torch.Tensor) -> torch.Tensor:
+    """The cells `here` [P] that sweep `sweep` [P] saw wholly free: all eight corners in front of what it returned.
+
+    The centre is tested first, the corners only where the centre passed (most pairs lie behind
+    a surface or outside the rings). Returns the passing entries of `here`.
+    """
+    slot = cell_slot[here]
+    matrix = sensor_from_box[sweep, slot]  # [P, 4, 4]
+    position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
+    passed = position.norm(dim=1) < images.free_range(sweep, position, slot)
+    sweep, here, slot, matrix = sweep[passed], here[passed], slot[passed], matrix[passed]
+    offsets = (_CORNERS.to(centre.device).float() - 0.5)[None] * cell_size[slot][:, None]  # [P', 8, 3]
+    corners = torch.einsum("cij,ckj->cki", matrix[:, :3, :3], centre[here][:, None] + offsets) + matrix[:, None, :3, 3]
+    free = images.free_range(sweep.repeat_interleave(8), corners.reshape(-1, 3), slot.repeat_interleave(8)).view(-1, 8)
+    return here[(corners.norm(dim=2) < free).all(1)]
 
 
 @dataclass

@@ -61,7 +61,7 @@ class LabelOptions:
     object_fine_cell_m: float = 0.05
     object_floor_m: float = 0.25
     object_mirror: bool = True
-    object_prior_free: float = 0.3
+    object_prior_free: float = 0.15
     ground_fill_m: float = 10.0
     map_areas: bool = True
     transient_sweeps: int = 2
