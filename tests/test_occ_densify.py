@@ -82,18 +82,16 @@ def test_nearest_labels_stays_within_the_queries_map_area():
     assert nearest_labels(labelled, classes, queries, cell, 5.0, (), labelled_area, query_area).tolist() == [sidewalk, road, road]
 
 
-def test_voxelize_votes_per_voxel_and_frame():
+def test_voxelize_votes_per_voxel():
     grid = OccGrid((0, 0, 0, 2, 2, 2), 1.0)
     points = torch.tensor([[0.5, 0.5, 0.5], [0.6, 0.4, 0.5], [0.5, 0.5, 0.7], [1.5, 1.5, 1.5], [5.0, 0, 0]])
-    classes = torch.tensor([3, 3, 4, 7, 1])
-    frame = torch.tensor([0, 0, 0, 1, 0])
-    semantics = voxelize(grid, points, classes, frame, 2)
-    assert semantics[0, 0, 0, 0] == 3 and semantics[1, 1, 1, 1] == 7
-    assert (semantics == 17).sum() == 2 * 8 - 2
+    semantics = voxelize(grid, points, torch.tensor([3, 3, 4, 7, 1]))
+    assert semantics[0, 0, 0] == 3 and semantics[1, 1, 1] == 7  # the majority; the point outside the grid is dropped
+    assert (semantics == 17).sum() == 8 - 2
     # a thing (car, 4) reaching into a voxel of road (11) takes it, however few its points
     road_and_wheel = torch.tensor([[0.5, 0.5, 0.1], [0.6, 0.5, 0.1], [0.7, 0.5, 0.1], [0.5, 0.5, 0.9]])
-    semantics = voxelize(grid, road_and_wheel, torch.tensor([11, 11, 11, 4]), torch.zeros(4, dtype=torch.long), 1)
-    assert semantics[0, 0, 0, 0] == 4
+    semantics = voxelize(grid, road_and_wheel, torch.tensor([11, 11, 11, 4]))
+    assert semantics[0, 0, 0] == 4
 
 
 def _ring_plane(gap_m: float, edge_m: float = 3.0):

@@ -246,26 +246,25 @@ def label_frames(
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
-        # 1. Static surface near each frame, into its ego frame.
-        points, classes, frame = [], [], []
-        for f, matrix in enumerate(ego_from_scene_b):
-            centre = -matrix[:3, :3].T @ matrix[:3, 3]  # the ego position in the scene frame
-            near = (surface.static_points[:, :2] - centre[:2]).norm(dim=1) <= reach_m
-            points.append(surface.static_points[near] @ matrix[:3, :3].T + matrix[:3, 3])
-            classes.append(surface.static_classes[near])
-            frame.append(torch.full((points[-1].shape[0],), f, dtype=torch.long, device=device))
-        # 2. Object surfaces at each frame's boxes.
+        # 1-2. Static surface near each frame and object surfaces at its boxes, into its ego frame, a frame at a time
+        # (a fine surface near a frame is tens of millions of points).
         if surface.object_points.shape[0]:
             ego_from_box = ego_from_scene[batch][:, None] @ scene_from_world @ world_from_box[batch]  # [F, B, 4, 4]
             ego_from_box = torch.as_tensor(ego_from_box, dtype=torch.float32, device=device)
             valid = torch.as_tensor(scene.frame_boxes.valid[batch], device=device)  # [F, B]
-            for f in range(len(batch)):
+        semantics = torch.empty((len(batch), *grid.shape), dtype=torch.uint8, device=device)
+        for f, matrix in enumerate(ego_from_scene_b):
+            centre = -matrix[:3, :3].T @ matrix[:3, 3]  # the ego position in the scene frame
+            near = (surface.static_points[:, :2] - centre[:2]).norm(dim=1) <= reach_m
+            points = [surface.static_points[near] @ matrix[:3, :3].T + matrix[:3, 3]]
+            classes = [surface.static_classes[near]]
+            if surface.object_points.shape[0]:
                 present = valid[f, surface.object_slot]
-                matrix = ego_from_box[f, surface.object_slot[present]]
-                points.append(torch.einsum("nij,nj->ni", matrix[:, :3, :3], surface.object_points[present]) + matrix[:, :3, 3])
+                box_matrix = ego_from_box[f, surface.object_slot[present]]
+                points.append(torch.einsum("nij,nj->ni", box_matrix[:, :3, :3], surface.object_points[present]) + box_matrix[:, :3, 3])
                 classes.append(surface.object_classes[present])
-                frame.append(torch.full((matrix.shape[0],), f, dtype=torch.long, device=device))
-        semantics = voxelize(grid, torch.cat(points), torch.cat(classes), torch.cat(frame), len(batch))
+            points, classes = torch.cat(points), torch.cat(classes)
+            semantics[f] = voxelize(grid, points, classes)
         occupied = semantics != FREE
         # 3. Camera visibility.
         visible = mask_camera(grid, occupied, torch.as_tensor(scene.cam_intrinsics[batch], device=device),
