@@ -52,7 +52,7 @@ class LabelOptions:
     ego_box_m: tuple = (-1.2, -1.1, 0.25, 4.2, 1.1, 2.2)
     box_margin_m: float = 0.2
     ground_margin_m: float = 0.15
-    cell_size_m: float | None = None  # None: half a voxel
+    cell_size_m: float | None = None  # None: a third of a voxel
     label_search_m: float = 3.0
     mask_lidar_window_s: float = 0.0
     camera_ray_stride_px: int | str = "auto"  # "auto": masks.auto_ray_stride
@@ -80,7 +80,7 @@ class LabelOptions:
         return cls(**options, backend_options={name: section[name] for name in BACKEND_KEYS if name in section})
 
     def cell_m(self, grid: OccGrid) -> float:
-        return float(self.cell_size_m) if self.cell_size_m else grid.voxel_size_m / 2
+        return float(self.cell_size_m) if self.cell_size_m else grid.voxel_size_m / 3
 
     def camera_stride_px(self, cam_intrinsics: np.ndarray, grid: OccGrid) -> int:
         """mask_camera's pixel stride: the configured one, or for "auto" masks.auto_ray_stride."""
