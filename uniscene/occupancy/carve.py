@@ -1,50 +1,48 @@
 """Object shapes by space carving in each box's frame: the tight annotation box, less the space the LiDAR saw through.
 
-Annotation boxes are tight around their objects, so an object is the part of its box that the
-LiDAR never saw through. Each sweep is a range image (rows: the rings, by elevation; columns:
-azimuth bins); a cell of a box is carved when, seen from that sweep's sensor, it lies in front
-of what the two rings around its direction returned in its azimuth column: the space over a
-bonnet, under a trailer or between a cyclist's legs. Where both rings hit the object, its
-surface runs between the two returns; otherwise the nearer return counts, which keeps the cells
-between two rings where one ring hit the object (its edge may lie anywhere between them). A
-cell is carved only when all eight of its corners lie in front of the returns: the truth
-(positive-volume overlap) counts a voxel that a surface reaches into by any amount, and a ray
-that grazes a roof passes through the upper half of the cells the roof reaches into. Every
-second demo frame: mIoU 85.72 -> 85.88 against the centre with a margin of half a cell
-diagonal along the ray (car 84.4 -> 85.1, barrier 86.2 -> 88.4). Every sweep carves in the box frame of its
-own time, so a moving car is carved from all the angles it was seen at; sides that no sweep
-saw stay solid (the cameras, mounted beside the LiDAR, rarely see them either). A cell that
-holds a point of the object is never carved.
+Annotation boxes are tight around their objects, so an object is the part of its box that the LiDAR
+never saw through. Each sweep is a range image (rows: the rings, by elevation; columns: azimuth
+bins); a cell of a box is carved when, seen from that sweep's sensor, it lies in front of what the
+two rings around its direction returned in its azimuth column: the space over a bonnet, under a
+trailer or between a cyclist's legs. Where both rings hit the object, its surface runs between the
+two returns; otherwise the nearer return counts, which keeps the cells between two rings where one
+ring hit the object (its edge may lie anywhere between them). A cell is carved only when all eight
+of its corners lie in front of the returns: the truth (positive-volume overlap) counts a voxel that
+a surface reaches into by any amount, and a ray that grazes a roof passes through the upper half of
+the cells the roof reaches into. Every second demo frame: mIoU 85.72 -> 85.88 against the centre
+with a margin of half a cell diagonal along the ray (car 84.4 -> 85.1, barrier 86.2 -> 88.4). Every
+sweep carves in the box frame of its own time, so a moving car is carved from all the angles it was
+seen at; sides that no sweep saw stay solid (the cameras, mounted beside the LiDAR, rarely see them
+either). A cell that holds a point of the object is never carved.
 
-Every object gets two shape priors for what no sweep saw, such as
-the far side of a bicycle parked beside the road or the space over the bonnet of a car 40 m
-away that the rings pass above and below: they are left-right symmetric, so a cell is carved
-when its mirror image across the box's long axis was, and a cell of the floor slice is solid when
-its mirror image was hit (the far wheels, under the body) (`mirror`); and they look alike within a
-class, so a cell that no sweep saw through and no return fell into is carved when at least
-`prior_free` of the class's cells at the same place in the box (box-normalised coordinates,
-over the scene's instances) were. Measured on every second demo frame: mIoU 82.5 without, 83.4 with
-both (bicycle 76.0 -> 82.5, car 80.1 -> 84.4), then for vehicles and people only: barriers and
-cones lost a little from either. With the corner test below they gain (with a third-of-a-voxel
-static cells: mIoU 86.86 -> 86.97, barrier 88.4 -> 89.1, cone 74.4 -> 75.3), so every class
-gets both. With the corner test, prior_free 0.15
+Every object gets two shape priors for what no sweep saw, such as the far side of a bicycle parked
+beside the road or the space over the bonnet of a car 40 m away that the rings pass above and
+below: they are left-right symmetric, so a cell is carved when its mirror image across the box's
+long axis was, and a cell of the floor slice is solid when its mirror image was hit (the far
+wheels, under the body) (`mirror`); and they look alike within a class, so a cell that no sweep saw
+through and no return fell into is carved when at least `prior_free` of the class's cells at the
+same place in the box (box-normalised coordinates, over the scene's instances) were. Measured on
+every second demo frame: mIoU 82.5 without, 83.4 with both (bicycle 76.0 -> 82.5, car 80.1 ->
+84.4), then for vehicles and people only: barriers and cones lost a little from either. With the
+corner test above they gain (with a third-of-a-voxel static cells: mIoU 86.86 -> 86.97, barrier
+88.4 -> 89.1, cone 74.4 -> 75.3), so every class gets both. With the corner test, prior_free 0.15
 gave 86.10 against 85.88 at 0.3, 85.93 at 0.05 and 85.52 at 0.5 (car 85.5, 85.1, 83.7, 81.7;
 motorcycle 68.2 at 0.15, 65.9 at 0.3): the space over a rider's handlebars is carved in one
-motorcycle of a scene, seen from the side, and stays solid in those seen only from behind.
-Weighing carved against hit cells instead of against all of the class's cells gave 85.85.
+motorcycle of a scene, seen from the side, and stays solid in those seen only from behind. Weighing
+carved against hit cells instead of against all of the class's cells gave 85.85.
 
-The result is a set of points in the box frame: for each boundary cell of the solid, the
-corners of a cube 0.6 of the cell's size around its centre, and the centres of interior cells,
-at least one per half voxel, so that voxels inside the object are marked too. The boundary
-cubes mark a voxel that the solid reaches into by more than a fifth of a cell (2 cm at the
-default 0.1 m), and keep the cells' quantisation from spilling a whole cell into the next
-voxel layer. Measured on the demo scenes: the full cell's corners gave mIoU 79.2, cubes of 0.6
-gave 81.0, cubes of 0.3 gave 77.5 (thin barriers lost their voxels).
+The result is a set of points in the box frame: for each boundary cell of the solid, the corners of
+a cube 0.6 of the cell's size around its centre, and the centres of interior cells, at least one
+per half voxel, so that voxels inside the object are marked too. The boundary cubes mark a voxel
+that the solid reaches into by more than a fifth of a cell (2 cm at the default 0.1 m), and keep
+the cells' quantisation from spilling a whole cell into the next voxel layer. Measured on the demo
+scenes: the full cell's corners gave mIoU 79.2, cubes of 0.6 gave 81.0, cubes of 0.3 gave 77.5
+(thin barriers lost their voxels).
 
 People and two-wheelers (classes.SLENDER_CLASSES) carve on cells of half the size: a bicycle's
-frame is 12 cm wide. Every second demo frame: mIoU 85.20 -> 85.72 (bicycle 82.5 -> 88.5,
-pedestrian 78.3 -> 79.8, motorcycle 65.1 -> 65.4). Half-size cells for every class gave
-83.04 against 83.42: the larger vehicles lost (car 84.4 -> 82.8, trailer 90.7 -> 85.1).
+frame is 12 cm wide. Every second demo frame: mIoU 85.20 -> 85.72 (bicycle 82.5 -> 88.5, pedestrian
+78.3 -> 79.8, motorcycle 65.1 -> 65.4). Half-size cells for every class gave 83.04 against 83.42:
+the larger vehicles lost (car 84.4 -> 82.8, trailer 90.7 -> 85.1).
 
 Letters: S sweeps, B box slots, G rings, A azimuth bins, N points, C cells.
 """
