@@ -18,7 +18,7 @@ BOX_CENTER = np.array([0.0, 0.0, 1.0])
 SOLIDS = [((-2.0, -1.0, 0.0), (2.0, 1.0, 1.0)), ((-2.0, -1.0, 1.0), (0.0, 1.0, 2.0))]  # world-axis (lower, upper)
 WALL_Y_M = 12.0
 SENSOR_HEIGHT_M = 1.84
-CAR = OCC_CLASS_ID["car"]
+CAR, BARRIER = OCC_CLASS_ID["car"], OCC_CLASS_ID["barrier"]
 TWIN_CENTER = np.array([0.0, WALL_Y_M + 5.0, 1.0])
 
 
@@ -95,7 +95,7 @@ def _farthest_solid_sample(points):
     return farthest
 
 
-def test_vehicles_are_carved_symmetrically_where_the_lidar_could_not_see():
+def test_objects_are_carved_symmetrically_where_the_lidar_could_not_see():
     """A thin, full-length slab down the middle of the box, like a bicycle: the rays from the road
     carve the near half; the far half, behind the slab, only its mirror image says is empty.
     The cells on the ground are the floor slice's (a cell whose corners touch the ground is never
@@ -110,6 +110,8 @@ def test_vehicles_are_carved_symmetrically_where_the_lidar_could_not_see():
     assert far > 10 * near  # the far side, occluded by the slab, stays whole
     near, far = halves(_carve(solids=slab, mirror=True, prior_free=0, floor_m=0.1))
     assert far == near  # carved as its mirror image
+    near, far = halves(_carve(solids=slab, box_class=BARRIER, mirror=True, prior_free=0, floor_m=0.1))
+    assert far == near  # every class is mirrored, barriers too
 
 
 def test_the_floor_slice_is_solid_where_its_mirror_image_was_hit():

@@ -247,7 +247,7 @@ def label_frames(
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
         # 1-2. Static surface near each frame and object surfaces at its boxes, into its ego frame, a frame at a time
-        # (a fine surface near a frame is tens of millions of points).
+        # (2.8-3.6 M static points near each frame of a demo scene at the default cells).
         if surface.object_points.shape[0]:
             ego_from_box = ego_from_scene[batch][:, None] @ scene_from_world @ world_from_box[batch]  # [F, B, 4, 4]
             ego_from_box = torch.as_tensor(ego_from_box, dtype=torch.float32, device=device)
