@@ -170,7 +170,7 @@ def evaluate(config: dict, results) -> dict:
                        "object's voxels: the cells of the object's true box footprint whose column holds its "
                        "occupancy class (objects are built of parts inside their box, so iou < 1 even when exact); "
                        "iou and coverage (the fraction of the object's cells under the footprint) per (frame, object) "
-                       "with voxels in the grid. Between keyframes the frames stage's interpolation (linear centre, "
+                       "with voxels in the grid. Between keyframes the frames stage's interpolation (Hermite centre, "
                        "slerp) adds error; on keyframes (annotated poses) it is the layout's own",
             "iou_truth_boxes": "the footprint drawing alone: every true box at its true pose drawn by the layout's "
                                "rule, against the truth occupancy (overlaps between objects of different classes "
