@@ -29,7 +29,11 @@ corner test above they gain (with a third-of-a-voxel static cells: mIoU 86.86 ->
 gave 86.10 against 85.88 at 0.3, 85.93 at 0.05 and 85.52 at 0.5 (car 85.5, 85.1, 83.7, 81.7;
 motorcycle 68.2 at 0.15, 65.9 at 0.3): the space over a rider's handlebars is carved in one
 motorcycle of a scene, seen from the side, and stays solid in those seen only from behind. Weighing
-carved against hit cells instead of against all of the class's cells gave 85.85.
+carved against hit cells instead of against all of the class's cells gave 85.85. The same prior
+fills the floor slice of instances seen from far away: a floor cell is solid when at least
+`prior_hit` of its class's cells at the same place were hit (a car's wheels, seen in the cars near
+the road). Every second demo frame: mIoU 87.37 -> 87.55 at 0.1 (car 85.9 -> 86.4, barrier 89.1 ->
+90.2, cone 75.3 -> 75.8); 87.51 at 0.05, 87.54 at 0.2.
 
 The result is a set of points in the box frame: for each boundary cell of the solid, the corners of
 a cube 0.6 of the cell's size around its centre, and the centres of interior cells, at least one
@@ -100,13 +104,14 @@ def carve_objects(
     floor_m: float,
     mirror: bool = True,
     prior_free: float = 0.3,
+    prior_hit: float = 0.0,
 ) -> ObjectShapes:
     """The solid of every box slot seen in any sweep, as box-frame points (see the module docstring).
 
     cell_m: carving cell edge per slot (shrunk per box so that whole cells tile the box); interior_step_m:
     spacing of the interior points; floor_m: the bottom slice of the box, under a car's body and
     between its wheels, which the LiDAR rarely sees into: solid only where hit. mirror,
-    prior_free: the shape priors (0 turns the class prior off).
+    prior_free, prior_hit: the shape priors (0 turns a class prior off).
     """
     device = slot.device
     valid = torch.as_tensor(scene_boxes.valid, device=device)
@@ -138,8 +143,10 @@ def carve_objects(
         carved |= carved[image]
         hit |= ~carved & hit[image]  # the far wheels, under the body
     if prior_free > 0:
-        carved |= ~hit & (_class_free_fraction(grids, cell_slot, cell, carved, slot_class) >= prior_free)
+        carved |= ~hit & (_class_fraction(grids, cell_slot, cell, carved, slot_class) >= prior_free)
     above_floor = centre[:, 2] > floor_m - grids.half[cell_slot, 2]
+    if prior_hit > 0:  # the floor slice of an instance seen from far away: its wheels where its class's were hit
+        hit |= ~above_floor & ~carved & (_class_fraction(grids, cell_slot, cell, hit, slot_class) >= prior_hit)
     solid = (~carved & above_floor) | hit
     cell_slot, cell = cell_slot[solid], cell[solid]
     return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m))
@@ -244,8 +251,8 @@ def _mirror_image(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor) -> t
     return order[sparse.lookup(keys[order], grids.key(mirror, slot))]  # every box cell is listed, so all are found
 
 
-def _class_free_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, carved: torch.Tensor, slot_class: torch.Tensor, bins: int = 32) -> torch.Tensor:
-    """For each cell, the carved fraction of its class's cells at the same place in their boxes: [C] float.
+def _class_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tensor, flag: torch.Tensor, slot_class: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """For each cell, the fraction of its class's cells at the same place in their boxes where `flag` [C] holds: [C] float.
 
     "The same place": the same bin of a `bins`^3 lattice over box-normalised coordinates, which
     pools boxes of different sizes.
@@ -254,8 +261,8 @@ def _class_free_fraction(grids: _BoxGrids, slot: torch.Tensor, cell: torch.Tenso
     key = ((slot_class[slot] * bins + place[:, 0]) * bins + place[:, 1]) * bins + place[:, 2]
     size = (int(slot_class.max()) + 1) * bins**3
     total = torch.bincount(key, minlength=size)
-    free = torch.bincount(key, weights=carved.float(), minlength=size)
-    return (free / total.clamp(min=1))[key]
+    flagged = torch.bincount(key, weights=flag.float(), minlength=size)
+    return (flagged / total.clamp(min=1))[key]
 
 
 def _all_cells(cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,6 +62,7 @@ class LabelOptions:
     object_floor_m: float = 0.25
     object_mirror: bool = True
     object_prior_free: float = 0.15
+    object_prior_hit: float = 0.1
     ground_fill_m: float = 10.0
     map_areas: bool = True
     transient_sweeps: int = 2
@@ -212,6 +213,7 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     objects = carve_objects(
         images, agg.slot, agg.box_points, scene_from_sensor, scene_boxes, box_class,
         carve_cell_m.float(), grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
+        options.object_prior_hit,
     )
 
     # 4. Each static surface point becomes a small tangent patch (conservative voxelisation); ground holes are filled.
