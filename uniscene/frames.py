@@ -6,7 +6,8 @@ interpolated to the frame's time between the two keyframes around it: the centre
 Hermite curve whose tangents are the keyframe velocities (the devkit's `box_velocity`: central
 difference of the instance's neighbouring annotations, so the curve is a Catmull-Rom spline
 through the annotations; at a track's ends, `curve_tangents`), size linearly, rotation by slerp,
-velocity linearly between the keyframe velocities. The same interpolation gives the boxes at every LIDAR_TOP sweep's time.
+velocity linearly between the keyframe velocities. The same interpolation gives the boxes at
+every LIDAR_TOP sweep's time.
 Why cubic: a straight line between two annotations 0.5 s apart cuts the corner of a turn and
 misses braking (0.15 m at the middle of a 20 m radius turn at 10 m/s); occupancy labels carve
 each object in its box at every sweep, so that error erodes moving objects. On the demo scenes,
@@ -19,10 +20,10 @@ keyframe interval): an instance annotated at only one of the two keyframes aroun
 instance at a time before the scene's first or after its last keyframe, keeps the size and
 rotation of that one annotation and moves on at its velocity for times within
 `hold_one_sided_s` of it (it stands still where that annotation has no neighbour to give a
-velocity), and does not exist (`valid` False) farther away. So it exists where its own keyframe is the nearest one; 0 drops one-sided
-instances everywhere except exactly at their keyframe. At a keyframe, every annotated instance
-has exactly its annotation. Slots where an instance does not exist hold zeros (centre, size,
-velocity) and the identity rotation.
+velocity), and does not exist (`valid` False) farther away. So it exists where its own keyframe
+is the nearest one; 0 drops one-sided instances everywhere except exactly at their keyframe.
+At a keyframe, every annotated instance has exactly its annotation. Slots where an instance
+does not exist hold zeros (centre, size, velocity) and the identity rotation.
 
 Letters: K keyframes, B instances, T query times (frames or sweeps), V cameras.
 """
@@ -73,15 +74,15 @@ def keyframe_velocity(timestamp_us: np.ndarray, center: np.ndarray, present: np.
     return np.where(moving[..., None], delta / np.where(moving, dt, 1.0)[..., None], 0.0)
 
 
-def curve_tangents(timestamp_us: np.ndarray, center: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Tangents (m/s) of the centre curve at each annotation: [K] [K, B, 3] [K, B] -> [K, B, 3].
+def curve_tangents(timestamp_us: np.ndarray, center: np.ndarray, present: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+    """Tangents (m/s) of the centre curve at each annotation: [K] [K, B, 3] [K, B] [K, B, 3] -> [K, B, 3].
 
-    The devkit velocity (`keyframe_velocity`), except at the first and the last annotation of a
-    run of three or more: there the slope of the parabola through the three. The one-sided
-    difference there points along the chord, which cuts a turn's corner at every track's ends
-    (0.09 m on a 20 m turn at 10 m/s, tests/test_frames.py).
+    The devkit velocity (`velocity`, from `keyframe_velocity`), except at the first and the last
+    annotation of a run of three or more: there the slope of the parabola through the three. The
+    one-sided difference there points along the chord, which cuts a turn's corner at every
+    track's ends (0.09 m on a 20 m turn at 10 m/s, tests/test_frames.py).
     """
-    tangent = keyframe_velocity(timestamp_us, center, present)
+    tangent = velocity
     time_s = np.asarray(timestamp_us, dtype=np.float64) * 1e-6
     start = _parabola_start_slope(time_s, center, present)
     end = -_parabola_start_slope(-time_s[::-1], center[::-1], present[::-1])[::-1]  # the same with time reversed
@@ -136,7 +137,7 @@ def interpolate_boxes(
         raise ValueError(f"hold_one_sided_s must be >= 0, got {hold_one_sided_s}")
     hold_us = int(round(hold_one_sided_s * 1e6))
     velocity = keyframe_velocity(key_t, center, present)
-    tangent = curve_tangents(key_t, center, present)
+    tangent = curve_tangents(key_t, center, present, velocity)
 
     # 1. the keyframes around each time: k0 <= t < k1 (k0 = -1 before the first, k1 = K after the last)
     k0 = np.searchsorted(key_t, t, side="right") - 1  # [T]
