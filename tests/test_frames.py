@@ -137,6 +137,32 @@ def test_one_sided_and_scene_end_policy():
     assert not dropped.valid[:, 1:].any()
 
 
+def test_parked_instances_stand_at_their_first_and_last_annotation():
+    """Instance 0 is parked at keyframes 1 and 2 (the annotators' few centimetres of jitter between them); instance 1
+    drives through the same keyframes; instance 2 is parked at keyframe 1 and drives off by keyframe 2."""
+    key_t = np.array([0, 500_000, 1_000_000, 1_500_000], dtype=np.int64)
+    center = np.zeros((4, 3, 3))
+    center[1:3, 0, 0] = [10.0, 10.03]
+    center[1:3, 1, 0] = [0.0, 5.0]
+    center[1:3, 2, 0] = [20.0, 21.0]
+    rotation = np.tile([1.0, 0, 0, 0], (4, 3, 1))
+    present = np.zeros((4, 3), bool)
+    present[1:3] = True
+    parked = np.zeros((4, 3), bool)
+    parked[1:3, 0] = parked[1, 2] = True
+    t = np.array([-600_000, 0, 100_000, 400_000, 1_100_000, 1_400_000, 2_000_000, 2_300_000], dtype=np.int64)
+    boxes = interpolate_boxes(key_t, center, np.ones((4, 3, 3)), rotation, present, t, 0.25, parked, 1.0)
+    np.testing.assert_array_equal(boxes.valid[:, 0], [False, True, True, True, True, True, True, False])
+    np.testing.assert_array_equal(boxes.center[1:4, 0, 0], 10.0)  # still, at its first annotation
+    np.testing.assert_array_equal(boxes.center[4:7, 0, 0], 10.03)  # still, at its last annotation
+    np.testing.assert_array_equal(boxes.velocity[[1, 2, 3, 4, 5, 6], 0], 0.0)
+    np.testing.assert_array_equal(boxes.valid[:, 1], [False, False, False, True, True, False, False, False])
+    np.testing.assert_array_equal(boxes.valid[:, 2], [False, True, True, True, True, False, False, False])
+    np.testing.assert_array_equal(boxes.center[1:4, 2, 0], 20.0)
+    unparked = interpolate_boxes(key_t, center, np.ones((4, 3, 3)), rotation, present, t, 0.25)
+    np.testing.assert_array_equal(unparked.valid[:, 0], unparked.valid[:, 1])
+
+
 def test_keyframe_velocity_is_devkit_central_difference():
     key_t = np.array([0, 500_000, 1_000_000, 1_500_000], dtype=np.int64)
     center = np.zeros((4, 1, 3))

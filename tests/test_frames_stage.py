@@ -121,3 +121,12 @@ def test_synthetic_dataset(request, tmp_path):
     assert scores["ego_pose"]["max_translation_error_m"] < 1e-6
     interp, hold = scores["interpolated_moving"], scores["hold_last_keyframe_moving"]
     assert interp["boxes"] > 0 and interp["p95_center_error_m"] < hold["p95_center_error_m"]
+    # parked instances held over the scene: the world's parked cars never move, so their held boxes are exact
+    config["frames"]["hold_parked_s"] = 0.0
+    unparked = tmp_path / "unparked"
+    for scene in ("synth-0000", "synth-0001"):
+        assert cli_main(["frames", "--config", dumps(config), "--scene", scene, "--out", str(scene_store(unparked, scene, "frames"))]) == 0
+    without = evaluate(config, unparked)["interpolated"]
+    assert scores["interpolated"]["recall"] > without["recall"] + 0.1
+    assert scores["interpolated"]["false_valid"] == 0.0
+    assert scores["interpolated"]["p95_center_error_m"] < 1e-6

@@ -22,6 +22,14 @@ rotation of that one annotation and moves on at its velocity for times within
 `hold_one_sided_s` of it (it stands still where that annotation has no neighbour to give a
 velocity), and does not exist (`valid` False) farther away. So it exists where its own keyframe
 is the nearest one; 0 drops one-sided instances everywhere except exactly at their keyframe.
+Parked instances (policy, config `frames.hold_parked_s`, default 20 s, a nuScenes scene): an
+instance whose first annotation is parked (`uniscene.data.reader.PARKED_ATTRIBUTES`: vehicle.parked,
+cycle.without_rider; and barriers, cones, bicycle racks) stands in that box, still, for
+`hold_parked_s` before it; one whose last annotation is parked, for `hold_parked_s` after it.
+Annotators box an object only at keyframes where it has a LiDAR point, so a parked car far away
+or hidden behind others is unannotated at the keyframes before it comes into view, yet it stands
+there and the cameras see it: on the demo scenes such cars were 2,300 of the 5,400 car voxels
+that the labels missed (benchmarks/RESULTS.md).
 At a keyframe, every annotated instance has exactly its annotation. Slots where an instance
 does not exist hold zeros (centre, size, velocity) and the identity rotation.
 
@@ -115,11 +123,14 @@ def interpolate_boxes(
     present: np.ndarray,
     timestamp_us: np.ndarray,
     hold_one_sided_s: float,
+    parked: np.ndarray | None = None,
+    hold_parked_s: float = 0.0,
 ) -> Boxes:
     """Boxes at `timestamp_us` from keyframe annotations (policy in the module docstring).
 
     key_timestamp_us [K] strictly increasing, center [K, B, 3], size [K, B, 3],
-    rotation [K, B, 4] (w, x, y, z), present [K, B] bool, timestamp_us [T] -> Boxes over [T, B].
+    rotation [K, B, 4] (w, x, y, z), present [K, B] bool, timestamp_us [T], parked [K, B] bool
+    (None: none) -> Boxes over [T, B].
     """
     key_t = np.asarray(key_timestamp_us, dtype=np.int64)
     t = np.asarray(timestamp_us, dtype=np.int64)
@@ -133,8 +144,8 @@ def interpolate_boxes(
         raise ValueError("no keyframes to interpolate from")
     if np.any(np.diff(key_t) <= 0):
         raise ValueError("keyframe timestamps must increase strictly")
-    if hold_one_sided_s < 0:
-        raise ValueError(f"hold_one_sided_s must be >= 0, got {hold_one_sided_s}")
+    if hold_one_sided_s < 0 or hold_parked_s < 0:
+        raise ValueError(f"hold_one_sided_s and hold_parked_s must be >= 0, got {hold_one_sided_s}, {hold_parked_s}")
     hold_us = int(round(hold_one_sided_s * 1e6))
     velocity = keyframe_velocity(key_t, center, present)
     tangent = curve_tangents(key_t, center, present, velocity)
@@ -172,8 +183,23 @@ def interpolate_boxes(
         out_velocity = np.where(held[..., None], velocity[source], out_velocity)
         out_rotation = np.where(held[..., None], rotation[source], out_rotation)
 
-    # 4. nowhere else: zeros and the identity rotation
-    valid = both | hold0 | hold1
+    # 4. parked before the first or after the last annotation: that box, still, within hold_parked_s
+    stands = np.zeros_like(both)
+    if parked is not None:
+        hold_parked_us = hold_parked_s * 1e6
+        columns = np.arange(b)
+        first, last = np.argmax(present, 0), k - 1 - np.argmax(present[::-1], 0)  # [B]
+        before = (t[:, None] < key_t[first]) & (key_t[first] - t[:, None] <= hold_parked_us) & parked[first, columns]
+        after = (t[:, None] > key_t[last]) & (t[:, None] - key_t[last] <= hold_parked_us) & parked[last, columns]
+        for held, source in ((before & present.any(0), first), (after & present.any(0), last)):
+            out_center = np.where(held[..., None], center[source, columns], out_center)
+            out_size = np.where(held[..., None], size[source, columns], out_size)
+            out_velocity = np.where(held[..., None], 0.0, out_velocity)
+            out_rotation = np.where(held[..., None], rotation[source, columns], out_rotation)
+            stands |= held
+
+    # 5. nowhere else: zeros and the identity rotation
+    valid = both | hold0 | hold1 | stands
     return Boxes(
         center=np.where(valid[..., None], out_center, 0.0),
         size=np.where(valid[..., None], out_size, 0.0),
@@ -228,7 +254,7 @@ def match_cameras(
     return out
 
 
-def scene_frames(scene, hold_one_sided_s: float, max_camera_offset_s: float) -> xr.Dataset:
+def scene_frames(scene, hold_one_sided_s: float, max_camera_offset_s: float, hold_parked_s: float = 0.0) -> xr.Dataset:
     """The frames.zarr dataset (docs/stores.md) of one scene read by `uniscene.data.reader.scene_data`.
 
     T frames = the CAM_FRONT chain; S sweeps = the LIDAR_TOP chain; V = `CAMERA_NAMES`.
@@ -243,8 +269,9 @@ def scene_frames(scene, hold_one_sided_s: float, max_camera_offset_s: float) -> 
     # 2. boxes at every frame and every sweep; a keyframe capture takes its sample's annotations as
     #    they are (as the devkit's get_boxes), although the camera fired a few ms off the sample time
     boxes_args = (ann.timestamp_us, ann.center, ann.size, ann.rotation, ann.present)
-    frame_boxes = interpolate_boxes(*boxes_args, box_times(front, ann), hold_one_sided_s)  # [T, B]
-    sweep_boxes = interpolate_boxes(*boxes_args, box_times(lidar, ann), hold_one_sided_s)  # [S, B]
+    holds = dict(hold_one_sided_s=hold_one_sided_s, parked=ann.parked, hold_parked_s=hold_parked_s)
+    frame_boxes = interpolate_boxes(*boxes_args, box_times(front, ann), **holds)  # [T, B]
+    sweep_boxes = interpolate_boxes(*boxes_args, box_times(lidar, ann), **holds)  # [S, B]
 
     data = {"world_from_ego": (("frame", "row", "col"), front.world_from_ego)}
     data.update(camera_variables(scene.chains, np.stack([cam_index[c] for c in CAMERA_NAMES], 1)))

@@ -54,7 +54,8 @@ def build_frames(config: dict, scene: str):
         from uniscene.data.reader import open_dataset, scene_data
 
         nusc = open_dataset(dataroot, dataset["version"])
-        frames = scene_frames(scene_data(nusc, scene, CAMERA_NAMES + (LIDAR_NAME,)), hold_s, max_offset_s)
+        data = scene_data(nusc, scene, CAMERA_NAMES + (LIDAR_NAME,))
+        frames = scene_frames(data, hold_s, max_offset_s, _setting(config, "hold_parked_s"))
         inputs = [dataroot / dataset["version"]]
     frames.attrs.update(dataroot=str(dataroot.resolve()), version=dataset["version"])
     return frames, inputs

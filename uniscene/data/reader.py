@@ -26,6 +26,12 @@ TABLES = (
     "ego_pose", "log", "scene", "sample", "sample_data", "sample_annotation", "map",
 )
 
+# An annotation of these stands where it is while it is out of sight (the frames stage holds it, see
+# uniscene.frames): vehicles marked parked, bicycles and motorcycles without rider, and the
+# categories that never move on their own.
+PARKED_ATTRIBUTES = frozenset({"vehicle.parked", "cycle.without_rider"})
+STANDING_CATEGORIES = frozenset({"movable_object.barrier", "movable_object.trafficcone", "static_object.bicycle_rack"})
+
 _DATASETS = {}  # (resolved dataroot, version) -> NuScenes
 _LIDARSEG = {}  # id(NuScenes) -> {sample_data_token: lidarseg filename}
 _MAPS = {}  # (resolved dataroot, location) -> NuScenesMap
@@ -178,6 +184,7 @@ class KeyframeAnnotations:
     size: np.ndarray  # [K, B, 3] float64, (w, l, h)
     rotation: np.ndarray  # [K, B, 4] float64, world frame (identity where absent)
     present: np.ndarray  # [K, B] bool
+    parked: np.ndarray  # [K, B] bool: the annotation is parked (PARKED_ATTRIBUTES, STANDING_CATEGORIES)
 
     @property
     def detection_class(self) -> np.ndarray:
@@ -199,7 +206,8 @@ def keyframe_annotations(nusc, samples: list[dict]) -> KeyframeAnnotations:
     for record in (r for per_sample in records for r in per_sample):
         slot.setdefault(record["instance_token"], len(slot))
     k, b = len(samples), len(slot)
-    center, size, present = np.zeros((k, b, 3)), np.zeros((k, b, 3)), np.zeros((k, b), dtype=bool)
+    center, size = np.zeros((k, b, 3)), np.zeros((k, b, 3))
+    present, parked = np.zeros((k, b), dtype=bool), np.zeros((k, b), dtype=bool)
     rotation = np.tile(np.array([1.0, 0.0, 0.0, 0.0]), (k, b, 1))
     categories = [""] * b
     for ki, per_sample in enumerate(records):
@@ -210,6 +218,8 @@ def keyframe_annotations(nusc, samples: list[dict]) -> KeyframeAnnotations:
             if not categories[bi]:
                 instance = _get(nusc, "instance", record["instance_token"], f"sample_annotation '{record['token']}'")
                 categories[bi] = _get(nusc, "category", instance["category_token"], f"instance '{instance['token']}'")["name"]
+            attributes = {_get(nusc, "attribute", a, f"sample_annotation '{record['token']}'")["name"] for a in record["attribute_tokens"]}
+            parked[ki, bi] = categories[bi] in STANDING_CATEGORIES or bool(attributes & PARKED_ATTRIBUTES)
     return KeyframeAnnotations(
         timestamp_us=np.array([s["timestamp"] for s in samples], dtype=np.int64),
         sample_token=np.array([s["token"] for s in samples]),
@@ -219,6 +229,7 @@ def keyframe_annotations(nusc, samples: list[dict]) -> KeyframeAnnotations:
         size=size,
         rotation=rotation,
         present=present,
+        parked=parked,
     )
 
 

@@ -4,7 +4,9 @@ For every selected scene, frames.zarr is compared with <dataroot>/truth/<scene>.
 are matched by timestamp, boxes by instance token. Figures, pooled over all scenes:
 - `interpolated`: centre error (m, Euclidean) and yaw error (deg, wrapped to [0, 180]) of the
   boxes where both the frames mark them valid and the truth has them present; `recall` = share
-  of present boxes that are valid; `false_valid` = share of valid boxes that are not present.
+  of present boxes that are valid; `false_valid` = share of valid boxes that are not present,
+  among the boxes within the truth's box range (uniscene.synth.truth.BOX_RANGE_M of the ego:
+  farther, the truth does not say).
 - `hold_last_keyframe`: the same for what a 2 Hz pipeline does: every frame takes the boxes of
   the last keyframe at or before it (the first keyframe before that).
 - each of those also over the non-keyframe frames alone (`*_between_keyframes`) and over the
@@ -23,6 +25,7 @@ from uniscene.frames import nearest_index
 from uniscene.geometry import quaternion_yaw
 from uniscene.paths import scene_store, truth_store
 from uniscene.store import open_store
+from uniscene.synth.truth import BOX_RANGE_M
 
 MAX_TIME_MISMATCH_US = 1_000
 MOVING_MPS = 0.5
@@ -60,8 +63,10 @@ def score_scene(frames, truth) -> dict:
 
     center = frames.box_center.values[:, mine]  # [T, B', 3]
     rotation = frames.box_rotation.values[:, mine]
-    valid = frames.box_valid.values[:, mine]
     truth_center = truth.box_center.values[t_index][:, theirs]
+    ego_xy = truth.world_from_ego.values[t_index][:, None, :2, 3]
+    judged = np.linalg.norm(truth_center[..., :2] - ego_xy, axis=-1) <= BOX_RANGE_M  # [T, B']
+    valid = frames.box_valid.values[:, mine]
     truth_rotation = truth.box_rotation.values[t_index][:, theirs]
     present = truth.box_present.values[t_index][:, theirs]
 
@@ -79,8 +84,8 @@ def score_scene(frames, truth) -> dict:
     speed = np.linalg.norm(np.gradient(truth_center, time_s, axis=0), axis=-1) if len(time_s) > 1 else np.zeros(valid.shape)
     return {
         "moving": speed > MOVING_MPS,
-        "interp": (interp_center_error, interp_yaw_error, valid),
-        "hold": (hold_center_error, hold_yaw_error, valid[last_key]),
+        "interp": (interp_center_error, interp_yaw_error, valid & judged),
+        "hold": (hold_center_error, hold_yaw_error, valid[last_key] & judged),
         "present": present,
         "between_keyframes": ~is_key,
         "ego_translation_error_m": np.linalg.norm(world_from_ego[:, :3, 3] - truth_pose[:, :3, 3], axis=-1),

@@ -27,6 +27,10 @@ PAINT_ORDER = tuple(OCC_CLASS_ID[n] for n in (
     "driveable_surface", "other_flat", "sidewalk", "terrain", "others", "vegetation", "manmade", "barrier",
     "traffic_cone", "trailer", "construction_vehicle", "bus", "truck", "car", "motorcycle", "bicycle", "pedestrian"))
 
+# box_present: the instance lies within this distance (m, bird's eye) of the ego; the world holds
+# every instance all the time, so a box farther away is neither present nor absent
+BOX_RANGE_M = 60.0
+
 
 def ground_layer(grid: OccGrid) -> int | None:
     """Index of the voxel layer that contains z = 0 (the upper one when z = 0 is a boundary)."""
@@ -119,7 +123,7 @@ def truth_dataset(scene: SyntheticScene, grid: OccGrid, timestamps_us, world_fro
         centers.append(center)
         sizes.append(size)
         rotations.append(np.stack([np.cos(yaw / 2), np.zeros_like(yaw), np.zeros_like(yaw), np.sin(yaw / 2)], -1))
-        present.append(np.hypot(*(center[:, :2] - ego_xy).T) <= 60.0)
+        present.append(np.hypot(*(center[:, :2] - ego_xy).T) <= BOX_RANGE_M)
     num_boxes = len(scene.instances)
     as_array = lambda items, shape, dtype: np.array(items, dtype=dtype).reshape(shape)  # noqa: E731
     t = len(t_s)
