@@ -209,10 +209,11 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     static_classes = nearest_labels(static.points, cell_classes, surface.points, cell_m, options.label_search_m, FIXED_THING_CLASSES,
                                     static_area, area_of(surface.points))
     static_classes = torch.where(static_classes == UNLABELLED, 0, static_classes)
-    carve_cell_m = torch.where(torch.isin(box_class, torch.tensor(SLENDER_CLASSES, device=device)), options.object_fine_cell_m, options.object_cell_m)
+    slender = torch.isin(box_class, torch.tensor(SLENDER_CLASSES, device=device))
+    carve_cell_m = torch.where(slender, options.object_fine_cell_m, options.object_cell_m)
     objects = carve_objects(
         images, agg.slot, agg.box_points, scene_from_sensor, scene_boxes, box_class,
-        carve_cell_m.float(), grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
+        carve_cell_m.float(), ~slender, grid.voxel_size_m / 2, options.object_floor_m, options.object_mirror, options.object_prior_free,
         options.object_prior_hit,
     )
 
