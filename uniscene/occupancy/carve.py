@@ -230,19 +230,26 @@ class RangeImages:
         beside them. 0 outside the rings, or next to a direction without a return.
         """
         lower, upper, weight, azimuth, inside = self._around(position)
-        columns = self.ranges.shape[2]
-        below, above, on_object = self._column(sweep, lower, upper, azimuth.long() % columns, slot)
+        free = torch.zeros_like(weight)
+        for rule, which in ((self._across_columns, wide & inside), (self._own_column, ~wide & inside)):
+            index = torch.nonzero(which).squeeze(1)
+            free[index] = rule(sweep[index], lower[index], upper[index], weight[index], azimuth[index], slot[index])
+        return free
+
+    def _own_column(self, sweep, lower, upper, weight, azimuth, slot):
+        below, above, on_object = self._column(sweep, lower, upper, azimuth.long() % self.ranges.shape[2], slot)
         on_object &= below <= above + OVERHANG_M
-        own = torch.where(on_object, below + weight * (above - below), _nearest(below, above))
+        return torch.where(on_object, below + weight * (above - below), _nearest(below, above))
+
+    def _across_columns(self, sweep, lower, upper, weight, azimuth, slot):
         first = torch.floor(azimuth - 0.5)  # the columns whose centres lie either side of the direction
         across = azimuth - 0.5 - first
+        columns = self.ranges.shape[2]
         below0, above0, on0 = self._column(sweep, lower, upper, first.long() % columns, slot)
         below1, above1, on1 = self._column(sweep, lower, upper, (first.long() + 1) % columns, slot)
         on_object = on0 & on1 & (torch.maximum(below0, below1) <= torch.minimum(above0, above1) + OVERHANG_M)
         lower_row, upper_row = below0 + across * (below1 - below0), above0 + across * (above1 - above0)
-        across_columns = torch.where(on_object, lower_row + weight * (upper_row - lower_row), _nearest(below0, above0, below1, above1))
-        free = torch.where(wide, across_columns, own)
-        return torch.where(inside, free, torch.zeros_like(free))
+        return torch.where(on_object, lower_row + weight * (upper_row - lower_row), _nearest(below0, above0, below1, above1))
 
     def _column(self, sweep, lower, upper, column, slot):
         """The returns of the two rings in one column, and whether both lie on the object `slot`."""
