@@ -49,14 +49,14 @@ the road). Every second demo frame: mIoU 87.37 -> 87.55 at 0.1 (car 85.9 -> 86.4
 
 The result is a set of points in the box frame: for each boundary cell of the solid, the corners of
 a cube 0.6 of the cell's size around its centre, and the centres of interior cells, at least one
-per half voxel, so that voxels inside the object are marked too. Towards a carved neighbour, a
-cell that holds returns ends at them instead (`_solid_points`): a bonnet's top 3 cm into a cell
-no longer reaches 8 cm into it, across a voxel layer's boundary. With the overhang rule, every
-second demo frame: 88.95 -> 89.24 (car 90.4 -> 91.6, truck 85.9 -> 86.9, bicycle 88.7 -> 89.8). The boundary cubes mark a voxel
-that the solid reaches into by more than a fifth of a cell (2 cm at the default 0.1 m), and keep
-the cells' quantisation from spilling a whole cell into the next voxel layer. Measured on the demo
-scenes: the full cell's corners gave mIoU 79.2, cubes of 0.6 gave 81.0, cubes of 0.3 gave 77.5
-(thin barriers lost their voxels).
+per half voxel, so that voxels inside the object are marked too. Towards a carved neighbour, a cell
+that holds returns ends at them instead (`_solid_points`): a bonnet's top 3 cm into a cell no
+longer reaches 8 cm into it, across a voxel layer's boundary. With the overhang rule, every second
+demo frame: 88.95 -> 89.24 (car 90.4 -> 91.6, truck 85.9 -> 86.9, bicycle 88.7 -> 89.8). The
+boundary cubes mark a voxel that the solid reaches into by more than a fifth of a cell (2 cm at the
+default 0.1 m), and keep the cells' quantisation from spilling a whole cell into the next voxel
+layer. Measured on the demo scenes: the full cell's corners gave mIoU 79.2, cubes of 0.6 gave 81.0,
+cubes of 0.3 gave 77.5 (thin barriers lost their voxels).
 
 People and two-wheelers (classes.SLENDER_CLASSES) carve on cells of half the size: a bicycle's
 frame is 12 cm wide. Every second demo frame: mIoU 85.20 -> 85.72 (bicycle 82.5 -> 88.5, pedestrian
@@ -175,8 +175,9 @@ def _return_extent(grids: "_BoxGrids", points: torch.Tensor, slot: torch.Tensor)
     scaled = (points + grids.half[slot]) / grids.cell_size[slot]
     keys = grids.key(grids.cell_of(points, slot), slot)
     unique, inverse = torch.unique(keys, return_inverse=True)
-    low = torch.full((unique.numel(), 3), math.inf, device=points.device).scatter_reduce_(0, inverse[:, None].expand(-1, 3), scaled, "amin")
-    high = torch.full((unique.numel(), 3), -math.inf, device=points.device).scatter_reduce_(0, inverse[:, None].expand(-1, 3), scaled, "amax")
+    rows = inverse[:, None].expand(-1, 3)
+    low = torch.full((unique.numel(), 3), math.inf, device=points.device).scatter_reduce_(0, rows, scaled, "amin")
+    high = torch.full((unique.numel(), 3), -math.inf, device=points.device).scatter_reduce_(0, rows, scaled, "amax")
     return unique, low, high
 
 
@@ -194,7 +195,8 @@ def _seen_free(images: "RangeImages", sweep: torch.Tensor, sensor_from_box: torc
     sweep, here, slot, matrix = sweep[passed], here[passed], slot[passed], matrix[passed]
     offsets = (_CORNERS.to(centre.device).float() - 0.5)[None] * cell_size[slot][:, None]  # [P', 8, 3]
     corners = torch.einsum("cij,ckj->cki", matrix[:, :3, :3], centre[here][:, None] + offsets) + matrix[:, None, :3, 3]
-    free = images.free_range(sweep.repeat_interleave(8), corners.reshape(-1, 3), slot.repeat_interleave(8), wide[slot].repeat_interleave(8)).view(-1, 8)
+    free = images.free_range(sweep.repeat_interleave(8), corners.reshape(-1, 3), slot.repeat_interleave(8),
+                             wide[slot].repeat_interleave(8)).view(-1, 8)
     return here[(corners.norm(dim=2) < free).all(1)]
 
 
@@ -217,17 +219,17 @@ class RangeImages:
     def free_range(self, sweep: torch.Tensor, position: torch.Tensor, slot: torch.Tensor, wide: torch.Tensor) -> torch.Tensor:
         """[N] how far sweep `sweep` [N] saw free space towards each sensor-frame point [N, 3] of box `slot` [N].
 
-        Between the two rings around the direction: where both hit the point's own object, the
-        surface runs between the two returns (interpolated), unless the lower return lies more
-        than OVERHANG_M beyond the upper one (the lower ring passed under an overhang, such as a
-        trailer's body, to what stands behind it); anywhere else its edge may lie anywhere between
-        them (the nearer return). Across azimuth, for `wide` [N] objects the same holds between the
-        two columns around the direction (returns taken at their columns' centres): interpolated
-        where all four returns lie on the object (and no lower one is an overhang's), else the
-        nearest of the four: an oblique face 60 m away changes depth by up to 0.3 m within one
-        column of 0.33 deg. Objects that are not wide (people, two-wheelers) use the direction's own column: their parts are
-        thinner than a column, so a neighbouring column's return says nothing about the space
-        beside them. 0 outside the rings, or next to a direction without a return.
+        Between the two rings around the direction: where both hit the point's own object, the surface runs
+        between the two returns (interpolated), unless the lower return lies more than OVERHANG_M beyond
+        the upper one (the lower ring passed under an overhang, such as a trailer's body, to what stands
+        behind it); anywhere else its edge may lie anywhere between them (the nearer return). Across
+        azimuth, for `wide` [N] objects the same holds between the two columns around the direction
+        (returns taken at their columns' centres): interpolated where all four returns lie on the object
+        (and no lower one is an overhang's), else the nearest of the four: an oblique face 60 m away
+        changes depth by up to 0.3 m within one column of 0.33 deg. Objects that are not wide (people,
+        two-wheelers) use the direction's own column: their parts are thinner than a column, so a
+        neighbouring column's return says nothing about the space beside them. 0 outside the rings, or next
+        to a direction without a return.
         """
         lower, upper, weight, azimuth, inside = self._around(position)
         free = torch.zeros_like(weight)
