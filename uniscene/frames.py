@@ -167,21 +167,15 @@ def interpolate_boxes(
     out_size = (1 - a) * size[i0] + a * size[i1]
     out_velocity = (1 - a) * velocity[i0] + a * velocity[i1]
     out_rotation = slerp(rotation[i0], rotation[i1], np.broadcast_to(alpha[:, None], (len(t), b)))
-    at_key = exact[:, None] & has0
-    out_center = np.where(at_key[..., None], center[i0], out_center)
-    out_size = np.where(at_key[..., None], size[i0], out_size)
-    out_velocity = np.where(at_key[..., None], velocity[i0], out_velocity)
-    out_rotation = np.where(at_key[..., None], rotation[i0], out_rotation)
+    out = (out_center, out_size, out_velocity, out_rotation)
+    out = _where(exact[:, None] & has0, (center[i0], size[i0], velocity[i0], rotation[i0]), out)
 
     # 3. one-sided: the one annotation, moving on at its velocity, within hold_us of its keyframe
     hold0 = has0 & ~both & ((t - key_t[i0]) <= hold_us)[:, None]
     hold1 = has1 & ~both & ~hold0 & ((key_t[i1] - t) <= hold_us)[:, None]
     for held, source in ((hold0, i0), (hold1, i1)):
         moved = tangent[source] * ((t - key_t[source]) * 1e-6)[:, None, None]
-        out_center = np.where(held[..., None], center[source] + moved, out_center)
-        out_size = np.where(held[..., None], size[source], out_size)
-        out_velocity = np.where(held[..., None], velocity[source], out_velocity)
-        out_rotation = np.where(held[..., None], rotation[source], out_rotation)
+        out = _where(held, (center[source] + moved, size[source], velocity[source], rotation[source]), out)
 
     # 4. parked before the first or after the last annotation: that box, still, within hold_parked_s
     stands = np.zeros_like(both)
@@ -192,21 +186,18 @@ def interpolate_boxes(
         before = (t[:, None] < key_t[first]) & (key_t[first] - t[:, None] <= hold_parked_us) & parked[first, columns]
         after = (t[:, None] > key_t[last]) & (t[:, None] - key_t[last] <= hold_parked_us) & parked[last, columns]
         for held, source in ((before & present.any(0), first), (after & present.any(0), last)):
-            out_center = np.where(held[..., None], center[source, columns], out_center)
-            out_size = np.where(held[..., None], size[source, columns], out_size)
-            out_velocity = np.where(held[..., None], 0.0, out_velocity)
-            out_rotation = np.where(held[..., None], rotation[source, columns], out_rotation)
+            out = _where(held, (center[source, columns], size[source, columns], 0.0, rotation[source, columns]), out)
             stands |= held
 
     # 5. nowhere else: zeros and the identity rotation
     valid = both | hold0 | hold1 | stands
-    return Boxes(
-        center=np.where(valid[..., None], out_center, 0.0),
-        size=np.where(valid[..., None], out_size, 0.0),
-        rotation=np.where(valid[..., None], out_rotation, IDENTITY_QUATERNION),
-        velocity=np.where(valid[..., None], out_velocity, 0.0),
-        valid=valid,
-    )
+    out_center, out_size, out_velocity, out_rotation = _where(~valid, (0.0, 0.0, 0.0, IDENTITY_QUATERNION), out)
+    return Boxes(center=out_center, size=out_size, rotation=out_rotation, velocity=out_velocity, valid=valid)
+
+
+def _where(take: np.ndarray, values: tuple, boxes: tuple) -> tuple:
+    """(centre, size, velocity, rotation) `boxes` with `values` where `take` [T, B] holds."""
+    return tuple(np.where(take[..., None], value, box) for value, box in zip(values, boxes))
 
 
 def _hermite(p0: np.ndarray, v0: np.ndarray, p1: np.ndarray, v1: np.ndarray, a: np.ndarray, span_s: np.ndarray) -> np.ndarray:

@@ -154,7 +154,8 @@ def carve_objects(
         carved[_seen_free(images, sweep + start, sensor_from_box, centre, grids.cell_size, cell_slot, here, wide)] = True
 
     is_hit = slot != STATIC
-    hit = torch.isin(grids.key(cell, cell_slot), grids.key(grids.cell_of(box_points[is_hit], slot[is_hit]), slot[is_hit]))
+    returns = _return_extent(grids, box_points[is_hit], slot[is_hit])
+    hit = torch.isin(grids.key(cell, cell_slot), returns[0])
     if mirror:
         image = _mirror_image(grids, cell_slot, cell)
         carved |= carved[image]
@@ -166,7 +167,6 @@ def carve_objects(
         hit |= ~above_floor & ~carved & (_class_fraction(grids, cell_slot, cell, hit, slot_class) >= prior_hit)
     solid = (~carved & above_floor) | hit
     cell_slot, cell = cell_slot[solid], cell[solid]
-    returns = _return_extent(grids, box_points[is_hit], slot[is_hit])
     return ObjectShapes(*_solid_points(grids, cell_slot, cell, grids.key(cell, cell_slot), interior_step_m, returns))
 
 
