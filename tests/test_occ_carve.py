@@ -41,9 +41,9 @@ def _cast(origin: np.ndarray, directions: np.ndarray, solids) -> tuple[np.ndarra
 
 
 def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior_free=0.3, prior_hit=0.1, hidden_twin=False, floor_m=0.0,
-           road_y=-8.0, box_center=BOX_CENTER, box_size=(2.0, 4.0, 2.0)):
+           road_y=-8.0, box_center=BOX_CENTER, box_size=(2.0, 4.0, 2.0), cell_m=0.1, wide=True):
     """Carve the box from 15 sweeps along the road (at y = road_y). hidden_twin: a second box of the
-    same class behind the wall, which no ray reaches."""
+    same class behind the wall, which no ray reaches. cell_m, wide: the carving cell and column rule."""
     elevation = np.deg2rad(np.linspace(-30.67, 10.67, 32))
     azimuth = 2 * np.pi * np.arange(720) / 720
     az, el = np.meshgrid(azimuth, elevation, indexing="ij")
@@ -69,7 +69,7 @@ def _carve(interior_step_m=0.1, solids=SOLIDS, box_class=CAR, mirror=True, prior
     images = range_images(as_tensor(points, torch.float32), as_tensor(ring, torch.long), as_tensor(sweep, torch.long),
                           as_tensor(slot, torch.long), len(poses))
     return carve_objects(images, as_tensor(slot, torch.long), as_tensor(box_points, torch.float32), np.stack(poses), boxes,
-                         torch.full((slots,), box_class), torch.full((slots,), 0.1), torch.ones(slots, dtype=torch.bool), interior_step_m, floor_m,
+                         torch.full((slots,), box_class), torch.full((slots,), cell_m), torch.full((slots,), wide), interior_step_m, floor_m,
                          mirror, prior_free, prior_hit)
 
 
@@ -128,6 +128,50 @@ def test_rings_are_not_interpolated_under_an_overhang(monkeypatch):
     monkeypatch.setattr(carve, "OVERHANG_M", float("inf"))
     interpolated = _carve(solids=solids, prior_free=0, road_y=-40.0).points.numpy() + BOX_CENTER
     assert _farthest_solid_sample(interpolated, solids[:1]) > 0.2
+
+
+def test_a_ring_through_a_cell_carves_it_whatever_the_ring_below_hit(monkeypatch):
+    """A motorcycle 33 m from the road: a frame up to 1 m and, in the middle, a rider from 1 m to
+    1.3 m. The rings lie 0.77 m apart there; one passes just over the frame, through the layer of
+    cells from 1 m to 1.05 m ahead of and behind the rider, while the ring below it hits the frame's
+    side. Between the two rings the nearer return, the frame's, keeps that layer; along the ring that
+    passed through it, it is free (measured: 96 of its points left, against 1,648 without the ray
+    test). The true solid keeps a point within 0.085 m either way."""
+    solids = [((-1.0, -0.175, 0.0), (1.0, 0.175, 1.0)), ((-0.4, -0.4, 1.0), (0.1, 0.4, 1.3))]
+    center = np.array([0.0, 0.0, 0.75])
+
+    def layer_over_the_frame():
+        shapes = _carve(solids=solids, box_class=OCC_CLASS_ID["motorcycle"], mirror=False, prior_free=0, road_y=-33.0,
+                        box_center=center, box_size=(0.8, 2.0, 1.5), cell_m=0.05, wide=False)
+        points = shapes.points.numpy() + center
+        beside_rider = (points[:, 0] > 0.15) | (points[:, 0] < -0.45)
+        assert _farthest_solid_sample(points, solids) <= 0.085 + 1e-5
+        return int((beside_rider & (points[:, 2] > 1.01)).sum())
+
+    with_ray = layer_over_the_frame()
+    monkeypatch.setattr(carve, "RAY_THROUGH_CELL", 0.0)
+    assert with_ray < 0.1 * layer_over_the_frame()
+
+
+def test_range_image_columns_are_centred_on_the_firings():
+    """Two sweeps of 720 firings a turn, from azimuth -90 deg as the demo's LiDAR (its firings fall on
+    the edges of columns binned from azimuth zero, each either side by rounding) and from a third of a
+    column past it: each firing gets a column of its own, at its centre."""
+    firings = 720
+    points, sweep = [], []
+    for s, offset in enumerate((0.0, 1 / 3)):
+        azimuth = -np.pi / 2 - 2 * np.pi * (np.arange(firings) + offset) / firings
+        distance = 10.0 + 0.01 * np.arange(firings)  # firing k returns from 10 + k/100 m
+        points.append(np.stack([np.cos(azimuth), np.sin(azimuth), np.zeros(firings)], 1) * distance[:, None])
+        sweep.append(np.full(firings, s))
+    points, sweep = torch.as_tensor(np.concatenate(points), dtype=torch.float32), torch.as_tensor(np.concatenate(sweep))
+    images = range_images(points, torch.zeros(len(points), dtype=torch.long), sweep, torch.full_like(sweep, STATIC), 2)
+    assert images.ranges.shape == (2, 1, firings)
+    assert (images.ranges > 0).all()  # one firing per column: none shares one, none is empty
+    np.testing.assert_allclose(np.sort(images.ranges.numpy(), axis=2), np.broadcast_to(10.0 + 0.01 * np.arange(firings), (2, 1, firings)), atol=1e-4)
+    # the firings lie at the columns' centres
+    centre = (torch.atan2(points[:, 1], points[:, 0]) + np.pi) / (2 * np.pi) * firings - images.phase[sweep]
+    np.testing.assert_allclose(np.abs(centre.numpy() - np.round(centre.numpy())), 0.0, atol=1e-3)
 
 
 def test_objects_are_carved_symmetrically_where_the_lidar_could_not_see():

@@ -36,8 +36,9 @@ GROUND_CLASSES = tuple(OCC_CLASS_ID[name] for name in ("driveable_surface", "oth
 # last annotation) would leave a trail through the static scene, so occ_label drops them.
 MOVABLE_CLASSES = tuple(OCC_CLASS_ID[name] for name in (
     "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian", "trailer", "truck"))
-# People and two-wheelers: thin parts (a frame, legs) in a narrow box, carved on finer cells (occ_label.object_fine_cell_m).
-SLENDER_CLASSES = tuple(OCC_CLASS_ID[name] for name in ("bicycle", "motorcycle", "pedestrian"))
+# People, two-wheelers and cones: thin parts (a frame, legs, a cone's post) in a narrow box, carved on finer cells
+# (occ_label.object_fine_cell_m) and tested against one LiDAR column (occupancy/carve.py).
+SLENDER_CLASSES = tuple(OCC_CLASS_ID[name] for name in ("bicycle", "motorcycle", "pedestrian", "traffic_cone"))
 # Things that stay where they are (barriers, cones): outside their boxes they are kept as static scene.
 FIXED_THING_CLASSES = tuple(c for c in THING_CLASSES if c not in MOVABLE_CLASSES)
 
