@@ -212,25 +212,26 @@ def _seen_free(images: "RangeImages", sweep: torch.Tensor, sensor_from_box: torc
     position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
     ring, through = images.ring_through(position, RAY_THROUGH_CELL * cell_size[slot].amin(1) / position.norm(dim=1).clamp(min=1e-6))
 
-    def in_front(points: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
-        """[n] whether all K sensor-frame points [n, K, 3] of the pairs `pick` [n] lie in front of the returns."""
-        k = points.shape[1]
-
-        def all_in_front(rows: torch.Tensor, along_ring: bool) -> torch.Tensor:
-            chosen = pick[rows]
-            free = images.free_range(sweep[chosen].repeat_interleave(k), points[rows].reshape(-1, 3), slot[chosen].repeat_interleave(k),
-                                     wide[slot[chosen]].repeat_interleave(k), ring[chosen].repeat_interleave(k) if along_ring else None)
-            return (points[rows].norm(dim=2) < free.view(-1, k)).all(1)
-
-        free = all_in_front(torch.arange(len(pick), device=pick.device), False)
+    def in_front(points: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:  # between the two rings, else along the ring through the cell
+        free = _all_in_front(images, points, sweep[pick], slot[pick], wide)
         along = torch.nonzero(through[pick] & ~free).squeeze(1)
-        free[along] = all_in_front(along, True)
+        free[along] = _all_in_front(images, points[along], sweep[pick[along]], slot[pick[along]], wide, ring[pick[along]])
         return free
 
     passed = torch.nonzero(in_front(position[:, None], torch.arange(len(here), device=here.device))).squeeze(1)
     offsets = (_CORNERS.to(centre.device).float() - 0.5)[None] * cell_size[slot[passed]][:, None]  # [P', 8, 3]
     corners = torch.einsum("cij,ckj->cki", matrix[passed, :3, :3], centre[here[passed]][:, None] + offsets) + matrix[passed, None, :3, 3]
     return here[passed[in_front(corners, passed)]]
+
+
+def _all_in_front(images: "RangeImages", points: torch.Tensor, sweep: torch.Tensor, slot: torch.Tensor, wide: torch.Tensor,
+                  ring: torch.Tensor | None = None) -> torch.Tensor:
+    """[n] whether all K sensor-frame points [n, K, 3] lie in front of what sweep `sweep` [n] returned, for box
+    `slot` [n] (`RangeImages.free_range`; `ring` [n]: along that ring alone)."""
+    k = points.shape[1]
+    free = images.free_range(sweep.repeat_interleave(k), points.reshape(-1, 3), slot.repeat_interleave(k), wide[slot].repeat_interleave(k),
+                             None if ring is None else ring.repeat_interleave(k))
+    return (points.norm(dim=2) < free.view(-1, k)).all(1)
 
 
 def _nearest(*ranges: torch.Tensor) -> torch.Tensor:
