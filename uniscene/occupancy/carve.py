@@ -302,9 +302,8 @@ class RangeImages:
     def ring_through(self, position: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The row of the ring nearest in elevation to each sensor-frame direction [N, 3], and whether it lies within
         `radius` [N] radians of it."""
-        elevation = torch.asin((position[:, 2] / position.norm(dim=1).clamp(min=1e-6)).clamp(-1, 1))
-        upper = torch.searchsorted(self.elevation, elevation).clamp(1, self.elevation.numel() - 1)
-        lower = upper - 1
+        elevation = _elevation_of(position)
+        lower, upper, _ = self._rings_around(elevation)
         row = torch.where(elevation - self.elevation[lower] < self.elevation[upper] - elevation, lower, upper)
         return row, (self.elevation[row] - elevation).abs() < radius
 
@@ -321,23 +320,27 @@ class RangeImages:
         """Rows of the rings below and above each sensor-frame direction [N, 3] of sweep `sweep` [N], the weight of
         the upper one, its azimuth in columns (column k spans [k, k + 1), its firing at k + 0.5), and whether it
         lies between the lowest and the highest ring."""
-        rows, columns = self.ranges.shape[1:]
-        distance = position.norm(dim=1).clamp(min=1e-6)
-        elevation = torch.asin((position[:, 2] / distance).clamp(-1, 1))
+        elevation = _elevation_of(position)
+        lower, upper, inside = self._rings_around(elevation)
+        weight = ((elevation - self.elevation[lower]) / (self.elevation[upper] - self.elevation[lower]).clamp(min=1e-9)).clamp(0, 1)
+        azimuth = _column_coordinate(position, self.ranges.shape[2]) - self.phase[sweep] + 0.5
+        return lower, upper, weight, azimuth, inside
+
+    def _rings_around(self, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows of the rings below and above each elevation [N] radians (the lowest or the highest two outside them),
+        and whether it lies between the lowest and the highest ring."""
+        rows = self.elevation.numel()
         upper = torch.searchsorted(self.elevation, elevation)
         inside = (upper > 0) & (upper < rows)
         upper = upper.clamp(1, rows - 1)
-        lower = upper - 1
-        weight = ((elevation - self.elevation[lower]) / (self.elevation[upper] - self.elevation[lower]).clamp(min=1e-9)).clamp(0, 1)
-        azimuth = _column_coordinate(position, columns) - self.phase[sweep] + 0.5
-        return lower, upper, weight, azimuth, inside
+        return upper - 1, upper, inside
 
 
 def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.Tensor, slot: torch.Tensor, num_sweeps: int) -> RangeImages:
     """Range images of all sweeps: one row per ring (by its median elevation), as many columns as a ring's usual returns."""
     device = points_sensor.device
     distance = points_sensor.norm(dim=1).clamp(min=1e-6)
-    elevation = torch.asin((points_sensor[:, 2] / distance).clamp(-1, 1))
+    elevation = _elevation_of(points_sensor)
     rings = torch.unique(ring)
     ring_elevation = torch.stack([elevation[ring == g].median() for g in rings])
     order = torch.argsort(ring_elevation)
@@ -361,6 +364,11 @@ def range_images(points_sensor: torch.Tensor, ring: torch.Tensor, sweep: torch.T
     owner[flat[nearest]] = slot[nearest]
     ranges = torch.where(torch.isinf(ranges), torch.zeros_like(ranges), ranges)
     return RangeImages(ranges.view(shape), owner.view(shape), ring_elevation[order], phase)
+
+
+def _elevation_of(position: torch.Tensor) -> torch.Tensor:
+    """Elevation of sensor-frame directions [N, 3]: [N] radians."""
+    return torch.asin((position[:, 2] / position.norm(dim=1).clamp(min=1e-6)).clamp(-1, 1))
 
 
 def _column_coordinate(position: torch.Tensor, columns: int) -> torch.Tensor:
