@@ -134,7 +134,7 @@ def carve_objects(
     scene_boxes: Boxes,  # at the sweeps [S, B], scene frame
     slot_class: torch.Tensor,  # [B] int64 occupancy class of each slot
     cell_m: torch.Tensor,  # [B] carving cell edge of each slot
-    wide: torch.Tensor,  # [B] bool: the slot's object is wider than a range-image column (not a person or two-wheeler)
+    wide: torch.Tensor,  # [B] bool: the slot's object is wider than a range-image column (not a person, two-wheeler or cone: classes.SLENDER_CLASSES)
     interior_step_m: float,
     floor_m: float,
     mirror: bool = True,
