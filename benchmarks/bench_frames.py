@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.data.handmade import write_handmade_dataset
 from uniscene.data.reader import open_dataset, scene_data
 from uniscene.frames import scene_frames

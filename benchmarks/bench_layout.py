@@ -22,7 +22,8 @@ from uniscene.data.handmade import write_map_expansion
 
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.layout import LayoutSettings, load_map, rasterise_layout, rasterise_map, scene_region_m
+from uniscene.data.maps import load_map, rasterise_map, scene_region_m
+from uniscene.layout.raster import LayoutSettings, rasterise_layout
 
 MAP_NAME = "boston-seaport"
 

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from uniscene.grid import OccGrid  # noqa: E402
-from uniscene.occupancy.inputs import load_scene  # noqa: E402
-from uniscene.occupancy.label import LabelOptions, build_surface, label_frames  # noqa: E402
+from uniscene.occ_label.inputs import load_scene  # noqa: E402
+from uniscene.occ_label.label import LabelOptions, build_surface, label_frames  # noqa: E402
 
 
 def emit(device: str, what: str, value, unit: str) -> None:
@@ -81,7 +81,7 @@ PHASES = ("aggregate_sweeps", "nearest_labels", "range_images", "seen_through", 
 
 def profile_phases(scene, grid, options, device, frames) -> dict:
     """Seconds per labeller step (build_surface + label_frames on `frames`), each step synchronised."""
-    import uniscene.occupancy.label as label
+    import uniscene.occ_label.label as label
 
     seconds = dict.fromkeys(PHASES, 0.0)
     originals = {name: getattr(label, name) for name in PHASES}

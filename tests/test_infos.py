@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.data.handmade import write_handmade_dataset
 from uniscene.data.reader import open_dataset, scene_data
 from uniscene.errors import UserError

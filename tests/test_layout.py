@@ -9,9 +9,9 @@ from uniscene.data.handmade import write_map_expansion
 from uniscene.errors import UserError
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.layout import (LINE_LAYERS, box_footprints, layout_dataset, load_map, rasterise_layout, rasterise_map,
-                             scene_region_m, warp_map)
-from uniscene.layout_edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
+from uniscene.data.maps import LINE_LAYERS, load_map, rasterise_map, scene_region_m
+from uniscene.layout.raster import box_footprints, layout_dataset, rasterise_layout, warp_map
+from uniscene.layout.edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
 from uniscene.store import open_store, write_store
 
 GRID = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)

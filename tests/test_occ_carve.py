@@ -8,13 +8,13 @@ car's bonnet. A 32-beam LiDAR drives past it on a road 8 m to the side, with a w
 import numpy as np
 import torch
 
-from uniscene.occupancy import carve
+from uniscene.occ_label import carve
 
 from uniscene.classes import GROUND_CLASSES, OCC_CLASS_ID
 from uniscene.geometry import make_transform
-from uniscene.occupancy.aggregate import STATIC, Boxes
-from uniscene.occupancy.carve import carve_objects, range_images
-from uniscene.occupancy.ground import fill_ground
+from uniscene.occ_label.aggregate import STATIC, Boxes
+from uniscene.occ_label.carve import carve_objects, range_images
+from uniscene.occ_label.ground import fill_ground
 
 BOX_CENTER = np.array([0.0, 0.0, 1.0])
 SOLIDS = [((-2.0, -1.0, 0.0), (2.0, 1.0, 1.0)), ((-2.0, -1.0, 1.0), (0.0, 1.0, 2.0))]  # world-axis (lower, upper)

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from uniscene.grid import OccGrid
-from uniscene.occupancy import sparse
-from uniscene.occupancy.densify import Cloud, backend_names, densify
+from uniscene.occ_label import sparse
+from uniscene.occ_label.densify import Cloud, backend_names, densify
 from uniscene.classes import FIXED_THING_CLASSES, OCC_CLASS_ID
-from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
-from uniscene.occupancy.voxelize import voxelize
+from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
+from uniscene.occ_label.voxelize import voxelize
 
 
 def test_majority_matches_a_python_vote():
@@ -149,7 +149,7 @@ def test_backends_are_registered_and_nksr_explains_itself():
 
 def test_closed_form_eigen_matches_torch_eigh():
     """The closed-form 3 x 3 solver used for normals agrees with torch.linalg.eigh."""
-    from uniscene.occupancy.densify.normals import _smallest_eigen
+    from uniscene.occ_label.densify.normals import _smallest_eigen
 
     generator = torch.Generator().manual_seed(0)
     points = torch.randn(2000, 30, 3, dtype=torch.float64, generator=generator)

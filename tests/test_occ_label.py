@@ -13,9 +13,9 @@ import torch
 from uniscene.classes import FREE, LIDARSEG_CLASS_ID, OCC_CLASS_ID
 from uniscene.geometry import invert_transform, make_transform, quaternion_to_matrix, yaw_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.occupancy.aggregate import STATIC, Boxes, aggregate_sweeps
-from uniscene.occupancy.label import LabelOptions, SceneArrays, build_surface, label_frames
-from uniscene.occupancy.semantics import UNLABELLED, occ_classes_of_lidarseg
+from uniscene.occ_label.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occ_label.label import LabelOptions, SceneArrays, build_surface, label_frames
+from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
 
 GRID = OccGrid((-12.8, -12.8, -1.0, 19.2, 12.8, 4.6), 0.4)  # 80 x 64 x 14
 WALL_X_M = 14.0
@@ -227,7 +227,7 @@ def test_aggregate_drops_the_ego_body_and_splits_static_from_object():
 def test_aggregate_pairs_points_with_every_box_that_holds_them(monkeypatch):
     """Random boxes over 6 sweeps, aggregated in chunks of about two sweeps: each point joins the first
     (lowest slot) of the valid boxes of its own sweep that hold it, as a brute-force test over all pairs says."""
-    import uniscene.occupancy.aggregate as aggregate
+    import uniscene.occ_label.aggregate as aggregate
 
     rng = np.random.default_rng(7)
     sweeps, slots, per_sweep = 6, 40, 3000

@@ -13,7 +13,7 @@ import yaml
 from test_occ_label import GRID, OCC_TO_LIDARSEG, build_scene
 from uniscene.cli import main as cli
 from uniscene.data.files import write_sweep
-from uniscene.occupancy.semantics import UNLABELLED
+from uniscene.occ_label.semantics import UNLABELLED
 from uniscene.store import open_store, write_store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from uniscene.classes import LIDARSEG_TO_OCC, OCC_CLASS_ID
 from uniscene.cli import main as cli_main
 from uniscene.config import dumps
 from uniscene.grid import OccGrid
-from uniscene.occupancy.map_areas import AREA_LAYERS, OUTSIDE, MapAreas
+from uniscene.occ_label.map_areas import AREA_LAYERS, OUTSIDE, MapAreas
 from uniscene.paths import scene_store
 from uniscene.store import open_store
 from uniscene.synth.world import build_scene

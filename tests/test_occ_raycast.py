@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from uniscene.grid import OccGrid
-from uniscene.occupancy.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
-from uniscene.raycast import END_EXITED, END_OCCUPIED, END_RANGE, traverse_grid
+from uniscene.occ_label.masks import auto_ray_stride, camera_rays, mask_camera, mask_lidar
+from uniscene.ops.raycast import END_EXITED, END_OCCUPIED, END_RANGE, traverse_grid
 
 GRID = OccGrid((-2.0, -1.6, -0.8, 2.0, 1.6, 0.8), 0.4)  # 10 x 8 x 4
 

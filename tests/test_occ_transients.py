@@ -6,10 +6,10 @@ import torch
 
 from test_occ_carve import SENSOR_HEIGHT_M, SOLIDS, _cast
 from uniscene.geometry import make_transform
-from uniscene.occupancy import sparse
-from uniscene.occupancy.aggregate import STATIC
-from uniscene.occupancy.carve import range_images
-from uniscene.occupancy.transients import seen_through
+from uniscene.occ_label import sparse
+from uniscene.occ_label.aggregate import STATIC
+from uniscene.occ_label.carve import range_images
+from uniscene.occ_label.transients import seen_through
 
 PASSING_CAR = ((6.0, -4.0, 0.0), (10.0, -2.0, 1.5))  # world-axis (lower, upper), there in the first sweeps only
 PRESENT_SWEEPS = 3

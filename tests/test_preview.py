@@ -3,7 +3,7 @@
 import numpy as np
 
 from uniscene.classes import FREE, OCC_CLASS_ID, OCC_COLORS
-from uniscene.preview import BACKGROUND, occupancy_bev_rgb
+from uniscene.viz.bev import BACKGROUND, occupancy_bev_rgb
 
 
 def test_a_column_shows_its_highest_occupied_voxel():

@@ -2,7 +2,7 @@
 
 The scene of test_render_scene (ground slab, a box, a painted crossing) seen by two cameras
 over two frames. The truth per pixel (class and z-depth) and a LiDAR sweep come from
-uniscene.raycast walking the same voxels: independent of the splatting, so the render metrics
+uniscene.ops.raycast walking the same voxels: independent of the splatting, so the render metrics
 must find the rendered maps close to them.
 """
 
@@ -19,7 +19,7 @@ from uniscene.data.files import write_sweep
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.metrics.render import resample_nearest, score_scene
-from uniscene.raycast import END_OCCUPIED, traverse_grid
+from uniscene.ops.raycast import END_OCCUPIED, traverse_grid
 from uniscene.render.occupancy import RenderSettings
 from uniscene.store import open_store, write_store
 

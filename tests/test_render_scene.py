@@ -15,7 +15,7 @@ from uniscene.render.cameras import scale_intrinsics, viewmats_from_cameras
 from uniscene.render import gsplat_renderer, torch_renderer
 from uniscene.render.gaussians import MARKING_LAYERS, marking_layers, occupancy_gaussians, render_class_grid, voxel_gaussians
 from uniscene.render.occupancy import RenderSettings, render_occupancy
-from uniscene.render.preview import preview_image
+from uniscene.viz.render import preview_image
 
 GRID = OccGrid((-8.0, -8.0, -1.0, 32.0, 8.0, 5.4), 0.4)  # 100 x 40 x 16
 ROAD, SIDEWALK, CAR = OCC_CLASS_ID["driveable_surface"], OCC_CLASS_ID["sidewalk"], OCC_CLASS_ID["car"]

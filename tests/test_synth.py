@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyquaternion import Quaternion
 
-from uniscene.cameras import CAMERA_NAMES
+from uniscene.sensors import CAMERA_NAMES
 from uniscene.classes import LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC, OCC_CLASS_ID, occ_class_of
 from uniscene.geometry import make_transform
 from uniscene.grid import OccGrid
@@ -364,12 +364,12 @@ def test_generation_is_deterministic(tmp_path):
 
 def test_mask_camera_matches_grid_traversal(synthetic_dataset):
     """mask_camera against the obvious reference: pixel rays (of CAM_FRONT and CAM_BACK) walked through
-    the true occupancy with uniscene.raycast (free voxels up to and including the first occupied one)."""
+    the true occupancy with uniscene.ops.raycast (free voxels up to and including the first occupied one)."""
     import torch
 
     from uniscene.classes import FREE
     from uniscene.geometry import invert_transform
-    from uniscene.raycast import traverse_grid
+    from uniscene.ops.raycast import traverse_grid
 
     config, dataroot = synthetic_dataset
     grid = OccGrid.from_config(config)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.errors import UserError
 from uniscene.geometry import slerp
 

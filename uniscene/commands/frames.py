@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.config import config_subset
 from uniscene.data.scenes import check_scene, train_scenes, val_scenes
 from uniscene.errors import UserError

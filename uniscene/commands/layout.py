@@ -6,9 +6,9 @@ import time
 from uniscene.config import config_subset, resolve_device
 from uniscene.grid import OccGrid
 from uniscene.errors import UserError
-from uniscene.layout import (LayoutSettings, expansion_path, layout_dataset, load_map, rasterise_layout, rasterise_map,
-                             scene_region_m)
-from uniscene.preview import preview_frames, save_layout_preview
+from uniscene.data.maps import expansion_path, load_map, rasterise_map, scene_region_m
+from uniscene.layout.raster import LayoutSettings, layout_dataset, rasterise_layout
+from uniscene.viz.bev import preview_frames, save_layout_preview
 from uniscene.store import open_store, write_store
 
 CONFIG_KEYS = ("grid", "layout", "device")

@@ -14,8 +14,8 @@ import json
 from uniscene.config import config_subset, resolve_device
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.layout_edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
-from uniscene.preview import save_layout_preview
+from uniscene.layout.edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
+from uniscene.viz.bev import save_layout_preview
 from uniscene.store import open_store, write_store
 
 HELP = "edit a layout store: drop, add, move or re-class objects"

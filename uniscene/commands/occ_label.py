@@ -9,9 +9,9 @@ from tqdm import tqdm
 
 from uniscene.config import config_subset, resolve_device
 from uniscene.grid import OccGrid
-from uniscene.occupancy.inputs import load_scene
-from uniscene.occupancy.label import FrameLabels, LabelOptions, build_surface, label_frames
-from uniscene.preview import preview_frames, save_occupancy_preview
+from uniscene.occ_label.inputs import load_scene
+from uniscene.occ_label.label import FrameLabels, LabelOptions, build_surface, label_frames
+from uniscene.viz.bev import preview_frames, save_occupancy_preview
 from uniscene.store import open_store, write_store
 
 HELP = "semantic occupancy labels of one scene from aggregated LiDAR"

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
-from uniscene.cameras import CAMERA_NAMES
+from uniscene.sensors import CAMERA_NAMES
 from uniscene.classes import LAYOUT_CHANNEL_NAMES, RENDER_BACKGROUND, RENDER_CLASS_NAMES
 from uniscene.config import config_subset, resolve_device
 from uniscene.errors import UserError
@@ -14,7 +14,7 @@ from uniscene.grid import OccGrid
 from uniscene.render.cameras import scale_intrinsics
 from uniscene.render.gaussians import marking_layers
 from uniscene.render.occupancy import RenderSettings, render_occupancy, select_backend
-from uniscene.render.preview import preview_image, save_png
+from uniscene.viz.render import preview_image, save_png
 from uniscene.store import open_store, write_store
 
 CONFIG_KEYS = ("grid", "render", "device")

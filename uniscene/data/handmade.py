@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from PIL import Image
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.classes import LIDARSEG_CLASS_NAMES
 from uniscene.data.files import write_sweep
 from uniscene.geometry import make_transform, matrix_to_quaternion, yaw_to_quaternion

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES, LIDARSEG_CLASS_ID, OCC_CLASS_ID
 from uniscene.classes import detection_class_of, occ_class_of
 from uniscene.errors import UserError

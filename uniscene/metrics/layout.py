@@ -17,7 +17,7 @@ from uniscene.classes import (DETECTION_CLASS_NAMES, LAYOUT_CHANNEL_NAMES, MAP_L
 from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.layout import BOX_RULES, NUM_MAP_LAYERS, box_cells, box_footprints
+from uniscene.layout.raster import BOX_RULES, NUM_MAP_LAYERS, box_cells, box_footprints
 from uniscene.paths import scene_store, truth_store
 from uniscene.store import open_store
 

@@ -21,8 +21,8 @@ from uniscene.config import resolve_device
 from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.occupancy.inputs import load_scene
-from uniscene.occupancy.label import LabelOptions, build_surface, label_frames
+from uniscene.occ_label.inputs import load_scene
+from uniscene.occ_label.label import LabelOptions, build_surface, label_frames
 from uniscene.paths import scene_store, truth_store
 from uniscene.store import open_store
 

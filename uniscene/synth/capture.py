@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniscene.classes import FREE, LIDARSEG_CLASS_ID, OCC_COLORS
-from uniscene.synth.sensors import LIDAR_MAX_RANGE_M, LIDAR_MIN_RANGE_M
+from uniscene.sensors import LIDAR_MAX_RANGE_M, LIDAR_MIN_RANGE_M
 from uniscene.synth.town import MARK_WHITE, MARK_YELLOW
 from uniscene.synth.world import SyntheticScene
 

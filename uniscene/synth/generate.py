@@ -15,14 +15,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.store import atomic_directory, write_store
 from uniscene.synth import nuscenes_writer as nw
 from uniscene.synth.capture import CameraRays, capture_cameras, capture_lidar
 from uniscene.synth.kernels import candidate_pairs, slab_test
-from uniscene.synth.sensors import LIDAR_TRANSLATION_M, camera_rotation_wxyz, lidar_rotation_wxyz
+from uniscene.sensors import LIDAR_TRANSLATION_M, lidar_rotation_wxyz
+from uniscene.synth.sensors import camera_rotation_wxyz
 from uniscene.synth.truth import CameraVisibility, frame_semantics, truth_dataset
 from uniscene.synth.world import SyntheticScene, build_scene, synth_settings
 

@@ -13,7 +13,7 @@ import numpy as np
 import shapely
 from PIL import Image
 
-from uniscene.cameras import CAMERA_NAMES, LIDAR_NAME
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.classes import LIDARSEG_CLASS_NAMES
 
 TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",

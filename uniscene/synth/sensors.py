@@ -1,8 +1,7 @@
-"""Sensor models of the synthetic car: the LIDAR_TOP beam pattern and the six pinhole cameras.
+"""Sensor models of the synthetic car: the LIDAR_TOP firing pattern and the six pinhole cameras.
 
-Mounts follow nuScenes' car (values rounded from its calibrated_sensor table): LIDAR_TOP at
-(0.944, 0, 1.840) m in the ego frame, rotated -90 deg about z as nuScenes' (sensor x points to
-the car's right, y forward); cameras with OpenCV axes (x right, y down, z forward).
+The LiDAR's mount and beams are in `uniscene.sensors`. Cameras follow nuScenes' car (values
+rounded from its calibrated_sensor table) with OpenCV axes (x right, y down, z forward).
 Pixel (row v, column u) covers [u, u + 1) x [v, v + 1) in the coordinates that K maps to, so
 its centre is (u + 0.5, v + 0.5), as gsplat's.
 
@@ -13,16 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniscene.cameras import CAMERA_NAMES
 from uniscene.geometry import make_transform, matrix_to_quaternion, yaw_to_quaternion
-
-# LIDAR_TOP (Velodyne HDL-32E)
-LIDAR_TRANSLATION_M = (0.943713, 0.0, 1.84023)  # in the ego frame
-LIDAR_YAW_RAD = -np.pi / 2  # nuScenes' LIDAR_TOP: sensor x = ego -y (right), sensor y = ego x (forward)
-LIDAR_NUM_BEAMS = 32
-LIDAR_ELEVATION_DEG = (-30.67, 10.67)  # lowest and highest beam
-LIDAR_MAX_RANGE_M = 70.0
-LIDAR_MIN_RANGE_M = 1.0
+from uniscene.sensors import CAMERA_NAMES, LIDAR_ELEVATION_DEG, LIDAR_NUM_BEAMS
 
 # Cameras at nuScenes' 1600 x 900: focal length (px), principal point (px), mount (ego frame m), yaw (deg).
 FULL_SIZE_HW = (900, 1600)
@@ -38,15 +29,6 @@ _CAMERA_MOUNTS = {
 
 # ego axes of the camera axes: camera z (forward) -> ego x, camera x (right) -> ego -y, camera y (down) -> ego -z
 _EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-
-
-def ego_from_lidar() -> np.ndarray:
-    """4x4 transform of the LIDAR_TOP mount."""
-    return make_transform(yaw_to_quaternion(LIDAR_YAW_RAD), LIDAR_TRANSLATION_M)
-
-
-def lidar_rotation_wxyz() -> list:
-    return [float(v) for v in yaw_to_quaternion(LIDAR_YAW_RAD)]
 
 
 @dataclass(frozen=True)
@@ -75,7 +57,7 @@ def lidar_pattern(azimuth_steps: int = 1084) -> LidarPattern:
 class CameraRig:
     """The six cameras at one image size.
 
-    names: V camera names (uniscene.cameras.CAMERA_NAMES order).
+    names: V camera names (uniscene.sensors.CAMERA_NAMES order).
     intrinsics: [V, 3, 3] K at the image size.
     ego_from_cam: [V, 4, 4] OpenCV camera frame to ego frame.
     size_hw: (H, W).

@@ -18,7 +18,8 @@ from uniscene.errors import UserError
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.synth import kernels
 from uniscene.synth.agents import DT_S, Instances, build_ego, build_instances
-from uniscene.synth.sensors import CameraRig, LidarPattern, camera_rig, ego_from_lidar, lidar_pattern
+from uniscene.sensors import ego_from_lidar
+from uniscene.synth.sensors import CameraRig, LidarPattern, camera_rig, lidar_pattern
 from uniscene.synth.town import BoxSet, Town, build_town
 
 LOCATIONS = ("singapore-onenorth", "boston-seaport", "singapore-queenstown", "singapore-hollandvillage")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniscene.synth import sensors
+from uniscene import sensors
 
 NUSCENES_AZIMUTH_STEPS = 1084  # HDL-32E firings per turn at 20 Hz (~34,700 points per sweep)
 

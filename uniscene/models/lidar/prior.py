@@ -19,7 +19,7 @@ import torch
 from uniscene.classes import FREE
 from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import BeamPattern
-from uniscene.raycast import END_OCCUPIED, traverse_grid
+from uniscene.ops.raycast import END_OCCUPIED, traverse_grid
 
 BEHIND_OFFSETS_M = (0.2, 0.6, 1.0, 1.4)  # K: where occupancy is sampled past the hit, along the ray
 NUM_CLASSES_WITH_FREE = FREE + 1  # 18

@@ -9,7 +9,7 @@ Letters: N points, K cells.
 
 import torch
 
-from uniscene.occupancy import sparse
+from uniscene.occ_label import sparse
 
 
 def estimate_normals(points: torch.Tensor, view: torch.Tensor, group: torch.Tensor, radius_m: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 
 from uniscene.classes import LIDARSEG_CLASS_NAMES, LIDARSEG_TO_OCC
 from uniscene.errors import UserError
-from uniscene.occupancy import sparse
+from uniscene.occ_label import sparse
 
 UNLABELLED = 255  # a point without a class (an unlabelled sweep), never written to a store
 

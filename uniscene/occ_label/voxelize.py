@@ -14,7 +14,7 @@ import torch
 
 from uniscene.classes import FREE, NUM_OCC_CLASSES, THING_CLASSES
 from uniscene.grid import OccGrid
-from uniscene.occupancy import sparse
+from uniscene.occ_label import sparse
 
 THINGS = torch.zeros(NUM_OCC_CLASSES, dtype=torch.bool)
 THINGS[list(THING_CLASSES)] = True

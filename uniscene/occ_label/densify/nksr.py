@@ -10,8 +10,8 @@ Letters: N points, M surface samples.
 import torch
 
 from uniscene.errors import UserError
-from uniscene.occupancy.densify import Cloud, Surface, register
-from uniscene.occupancy.densify.normals import estimate_normals
+from uniscene.occ_label.densify import Cloud, Surface, register
+from uniscene.occ_label.densify.normals import estimate_normals
 
 
 @register("nksr")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from uniscene.classes import THING_CLASSES
 from uniscene.geometry import invert_transform, make_transform
-from uniscene.occupancy import sparse
+from uniscene.occ_label import sparse
 
 STATIC = -1  # slot of a point that belongs to no box
 

@@ -67,4 +67,4 @@ def densify(cloud: Cloud, backend: str, options: dict) -> Surface:
     return _BACKENDS[backend](cloud, options)
 
 
-from uniscene.occupancy.densify import nksr, poisson, splat  # noqa: E402,F401  (registers the built-in backends)
+from uniscene.occ_label.densify import nksr, poisson, splat  # noqa: E402,F401  (registers the built-in backends)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniscene.cameras import CAMERA_NAMES
+from uniscene.sensors import CAMERA_NAMES
 from uniscene.classes import NUM_RENDER_CLASSES, RENDER_COLORS
 
 BACKGROUND_RGB = np.array((40, 40, 40), np.uint8)  # pixels that nothing hit

@@ -14,10 +14,10 @@ from tqdm import tqdm
 from uniscene.data.files import read_lidarseg, read_sweep
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.occupancy.aggregate import Boxes
-from uniscene.occupancy.label import LabelOptions, SceneArrays
-from uniscene.occupancy.map_areas import MapAreas
-from uniscene.occupancy.semantics import UNLABELLED, occ_classes_of_lidarseg
+from uniscene.occ_label.aggregate import Boxes
+from uniscene.occ_label.label import LabelOptions, SceneArrays
+from uniscene.occ_label.map_areas import MapAreas
+from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
 from uniscene.store import open_store
 
 

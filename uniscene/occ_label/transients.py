@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from uniscene.geometry import invert_transform
-from uniscene.occupancy.carve import RangeImages
+from uniscene.occ_label.carve import RangeImages
 
 
 def seen_through(cells: torch.Tensor, images: RangeImages, scene_from_sensor: np.ndarray, margin_m: float, reach_m: float,

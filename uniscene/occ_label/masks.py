@@ -13,7 +13,7 @@ Measured on every sixth demo frame, agreement (IoU) with the truth's mask_camera
 83.2, with the free space between them 83.9, with the voxel rays too 85.0. In a picture of one
 frame, what remains lies mostly along the edges of shadows: space that the true surfaces leave
 visible and our voxels, which overlap them, hide.
-Both masks use `uniscene.raycast.traverse_grid`, one loop for a whole batch of frames.
+Both masks use `uniscene.ops.raycast.traverse_grid`, one loop for a whole batch of frames.
 
 Letters: F frames of a batch, V cameras, R rays, X Y Z grid, H W pixels.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from uniscene.grid import OccGrid
-from uniscene.raycast import END_EXITED, traverse_grid
+from uniscene.ops.raycast import END_EXITED, traverse_grid
 
 
 def _mask(traversal, frame: torch.Tensor) -> torch.Tensor:

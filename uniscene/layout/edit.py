@@ -22,7 +22,7 @@ from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES
 from uniscene.errors import UserError
 from uniscene.geometry import matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.layout import NUM_MAP_LAYERS, box_footprints, boxes_in_ego
+from uniscene.layout.raster import NUM_MAP_LAYERS, box_footprints, boxes_in_ego
 
 # Typical (w, l, h) metres of a new object of each detection class (about the nuScenes means).
 DEFAULT_SIZE_M = {

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from uniscene.errors import UserError
-from uniscene.occupancy import sparse
-from uniscene.occupancy.densify import Cloud, Surface, register
-from uniscene.occupancy.densify.normals import estimate_normals
+from uniscene.occ_label import sparse
+from uniscene.occ_label.densify import Cloud, Surface, register
+from uniscene.occ_label.densify.normals import estimate_normals
 
 
 @register("poisson")

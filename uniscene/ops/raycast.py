@@ -141,7 +141,7 @@ def traverse_grid(
 def _triton_walk():
     """raycast_triton.walk, or None where Triton does not import (CPU-only PyTorch)."""
     try:
-        from uniscene.raycast_triton import walk
+        from uniscene.ops.raycast_triton import walk
     except ImportError:
         return None
     return walk

@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from uniscene.occupancy import sparse
-from uniscene.occupancy.densify import Cloud, Surface, register
-from uniscene.occupancy.densify.normals import estimate_normals, tangent_basis
+from uniscene.occ_label import sparse
+from uniscene.occ_label.densify import Cloud, Surface, register
+from uniscene.occ_label.densify.normals import estimate_normals, tangent_basis
 
 # The 26 directions of the 3 x 3 x 3 cube (a cell's neighbours), and which pairs are opposite
 # enough (angle > ~110 deg) to say that a cell lies between two splatting points.

@@ -10,7 +10,7 @@ Letters: N points, P = n^2 samples per point.
 
 import torch
 
-from uniscene.occupancy.densify.normals import estimate_normals, tangent_basis
+from uniscene.occ_label.densify.normals import estimate_normals, tangent_basis
 
 
 def tangent_patches(points: torch.Tensor, group: torch.Tensor, cell_m: float, samples_per_axis: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 
 from uniscene.classes import MAP_LAYER_NAMES
 from uniscene.grid import OccGrid
-from uniscene.layout import expansion_path, load_map, rasterise_map, scene_region_m
+from uniscene.data.maps import expansion_path, load_map, rasterise_map, scene_region_m
 
 AREA_LAYERS = ("drivable_area", "walkway", "carpark_area", "ped_crossing")  # bit b of a code: inside AREA_LAYERS[b]
 OUTSIDE = 1 << len(AREA_LAYERS)  # the code of a point beyond the rasterised region

@@ -28,17 +28,17 @@ import torch
 from uniscene.classes import FIXED_THING_CLASSES, FREE, MOVABLE_CLASSES, SLENDER_CLASSES
 from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.occupancy import sparse
-from uniscene.occupancy.aggregate import STATIC, Boxes, aggregate_sweeps
-from uniscene.occupancy.carve import carve_objects, range_images
-from uniscene.occupancy.densify import Cloud, densify
-from uniscene.occupancy.densify.patches import tangent_patches
-from uniscene.occupancy.ground import fill_ground
-from uniscene.occupancy.map_areas import MapAreas
-from uniscene.occupancy.masks import auto_ray_stride, mask_camera, mask_lidar
-from uniscene.occupancy.semantics import UNLABELLED, nearest_labels
-from uniscene.occupancy.transients import seen_through
-from uniscene.occupancy.voxelize import voxelize
+from uniscene.occ_label import sparse
+from uniscene.occ_label.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occ_label.carve import carve_objects, range_images
+from uniscene.occ_label.densify import Cloud, densify
+from uniscene.occ_label.densify.patches import tangent_patches
+from uniscene.occ_label.ground import fill_ground
+from uniscene.occ_label.map_areas import MapAreas
+from uniscene.occ_label.masks import auto_ray_stride, mask_camera, mask_lidar
+from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
+from uniscene.occ_label.transients import seen_through
+from uniscene.occ_label.voxelize import voxelize
 
 STATIC_GROUP = 0  # densify group of the static scene
 BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
