@@ -224,3 +224,51 @@ def test_write_json_atomic(tmp_path):
     path = store.write_json_atomic(tmp_path / "metrics" / "frames.json", {"miou": np.float32(0.5), "n": np.int64(3)})
     assert json.loads(path.read_text()) == {"miou": 0.5, "n": 3}
     assert os.listdir(path.parent) == ["frames.json"]
+
+
+def test_atomic_directory_gives_readable_modes_and_replaces(tmp_path):
+    path = tmp_path / "models" / "lidar"
+    with store.atomic_directory(path) as tmp:
+        assert tmp.is_dir() and not any(tmp.iterdir()) and tmp.name.startswith(".lidar.tmp-")
+        fd = os.open(tmp / "weights.safetensors", os.O_CREAT | os.O_WRONLY, 0o600)  # as tempfile APIs do
+        os.write(fd, b"w")
+        os.close(fd)
+        (tmp / "sub").mkdir(mode=0o700)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (path / "weights.safetensors").stat().st_mode & 0o777 == 0o644 & ~mask
+    assert (path / "sub").stat().st_mode & 0o777 == 0o755 & ~mask
+    assert path.stat().st_mode & 0o777 == 0o755 & ~mask
+    with store.atomic_directory(path) as tmp:
+        (tmp / "other").write_text("x")
+    assert sorted(p.name for p in path.iterdir()) == ["other"]
+    assert os.listdir(path.parent) == ["lidar"]
+
+
+def test_atomic_file_keeps_suffix_and_old_file_on_failure(tmp_path):
+    path = tmp_path / "render.png"
+    with store.atomic_file(path) as tmp:
+        assert tmp.name == f".render.png.tmp-{os.getpid()}.png" and not tmp.exists()
+        tmp.write_bytes(b"first")
+    with pytest.raises(RuntimeError):
+        with store.atomic_file(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert path.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["render.png"]
+
+
+def test_stale_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path, dataset):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale_dir = tmp_path / f".occ_label.zarr.tmp-{dead}"
+    stale_dir.mkdir()
+    (stale_dir / "zarr.json").write_text("{}")
+    stale_file = tmp_path / f".m.json.tmp-{dead}.json"
+    stale_file.write_text("{")
+    running = tmp_path / f".occ_label.zarr.tmp-{os.getppid()}"  # a writer that still runs: kept
+    running.mkdir()
+    other = tmp_path / ".other.zarr.tmp-1"  # another output's: not ours to judge
+    other.mkdir()
+    write(tmp_path / "occ_label.zarr", dataset)
+    store.write_json_atomic(tmp_path / "m.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["occ_label.zarr", "m.json", running.name, other.name])

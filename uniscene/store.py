@@ -91,25 +91,131 @@ def _encoding(dataset: xr.Dataset, frame_chunk: int) -> dict:
     return encoding
 
 
+FILE_MODE = 0o644  # what the atomic helpers give files and folders (less the umask): readable by the group and others
+DIR_MODE = 0o755
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_sibling(path: Path, suffix: str = "") -> Path:
+    """`.<name>.tmp-<pid><suffix>` beside `path`: hidden, never mistaken for the output."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path) -> list:
+    """Remove the temporary siblings of `path` that killed writers left (`.<name>.tmp-<pid>*` whose pid is gone).
+
+    Called by every atomic write of `path`, so a killed job's leftovers last only until the next write
+    of that output. A sibling whose process still runs on this host is kept (it is being written).
+    Returns the removed paths.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = f".{path.name}.tmp-"
+    for sibling in path.parent.iterdir():
+        if not sibling.name.startswith(prefix):
+            continue
+        pid = sibling.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
+
+
+def _make_readable(path: Path) -> None:
+    """Give `path` (and everything under a folder) mode 0644 / 0755 less the umask.
+
+    Some writers create files 0600 (temporary-file APIs, safetensors); outputs on a shared
+    filesystem must be readable by the others who run the pipeline.
+    """
+    mask = _umask()
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, DIR_MODE & ~mask)
+            for name in files:
+                os.chmod(os.path.join(root, name), FILE_MODE & ~mask)
+    else:
+        os.chmod(path, FILE_MODE & ~mask)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 @contextmanager
 def atomic_directory(path):
-    """Yield a temporary sibling folder of `path`; on success it replaces `path`, on failure it is removed.
+    """Yield a temporary sibling folder of `path` to fill; on success it replaces `path`, on failure it is removed.
 
-    A killed or failed writer therefore never leaves a folder at `path` that looks complete.
+    A killed or failed writer therefore never leaves a folder at `path` that looks complete:
+        with atomic_directory("results/models/lidar") as tmp:
+            network.save_pretrained(tmp)
+    The folder (`.<name>.tmp-<pid>`) exists and is empty when the block starts; stale ones of killed
+    writers are removed first. Files get mode 0644 and folders 0755 (less the umask) before the rename.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_stale_temporaries(path)
+    tmp = _tmp_sibling(path)
+    _remove(tmp)
+    tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
+        _make_readable(tmp)
+        if path.exists() or path.is_symlink():
+            _remove(path)  # os.replace cannot replace a non-empty folder
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path):
+    """Yield a temporary sibling path of file `path` to write; on success it replaces `path` (one rename).
+
+        with atomic_file("render.png") as tmp:
+            image.save(tmp)
+    The temporary name keeps the suffix (`.render.png.tmp-<pid>.png`) so that writers choosing a
+    format by extension work. Nothing exists at it when the block starts. The file gets mode 0644
+    (less the umask); on failure it is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = _tmp_sibling(path, path.suffix)
+    _remove(tmp)
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise FileNotFoundError(f"atomic_file: the block wrote nothing at {tmp}")
+        _make_readable(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, inputs=(), seed=None,
@@ -187,9 +293,6 @@ def store_provenance(dataset: xr.Dataset) -> dict:
 
 def write_json_atomic(path, payload: dict) -> Path:
     """Write a JSON file atomically (metrics and small side files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)

@@ -325,7 +325,6 @@ def generate_dataset(config: dict, out_dir, workers: int | None = None, progress
     if workers is None:
         workers = int(settings["workers"]) or min(_usable_cores(), 2 * num_scenes)
     with atomic_directory(out) as tmp:
-        tmp.mkdir()
         tasks = [(kind, config, i, str(tmp)) for i in range(num_scenes) for kind in ("camera", "lidar")]
         tasks = [task + ((1 + k % max(workers, 1)) if progress else -1,) for k, task in enumerate(tasks)]
         results = {}
