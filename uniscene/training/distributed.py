@@ -1,0 +1,46 @@
+"""Where this process sits in a `torchrun` launch: rank, world size, local rank.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `python` run has none of them and is
+rank 0 of 1. The trainer shards data by these numbers; it synchronises gradients (DDP) only when
+a process group is also initialised (`init_process_group`), which the caller does.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import distributed as dist
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int = 0  # this process among all of them
+    world_size: int = 1  # number of processes
+    local_rank: int = 0  # this process among those of its node: its GPU index
+
+    @classmethod
+    def from_env(cls) -> "RankInfo":
+        info = cls(*(int(os.environ.get(name, default)) for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))))
+        if not 0 <= info.rank < info.world_size:
+            raise ValueError(f"RANK={info.rank} is outside WORLD_SIZE={info.world_size}: launch with torchrun")
+        return info
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files and shows progress."""
+        return self.rank == 0
+
+
+def process_group_ready(info: RankInfo) -> bool:
+    """True when gradients must be synchronised: several processes and an initialised process group."""
+    return info.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def collective_device(device: torch.device) -> torch.device:
+    """Where tensors for collectives live: NCCL needs the GPU, gloo the CPU."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (read `.config` and attributes from it)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
