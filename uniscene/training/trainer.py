@@ -258,18 +258,22 @@ class Trainer:
         self.ema.copy_to(model.parameters())
         return model
 
-    def save_final(self, out, files: dict | None = None, info: dict | None = None) -> Path | None:
+    def save_final(self, out, files: dict | None = None, info: dict | None = None, save_model=None) -> Path | None:
         """Rank 0 writes the model folder `out` atomically and removes the work folder; other ranks return None.
 
         `out` gets the final model's `save_pretrained` (EMA weights where EMA is on), history.jsonl,
         training.json ({"weights": "ema" | "raw", "training": config, "history": records, **info})
-        and one JSON file per entry of `files` ({file name: payload}).
+        and one JSON file per entry of `files` ({file name: payload}). `save_model(model, folder)`
+        replaces the `save_pretrained` (e.g. a pipeline that holds the model beside others).
         """
         if not self.rank.is_main:
             return None
         out = Path(out)
         with atomic_directory(out) as tmp:
-            self.final_model().save_pretrained(tmp)
+            if save_model is None:
+                self.final_model().save_pretrained(tmp)
+            else:
+                save_model(self.final_model(), tmp)
             shutil.copyfile(self.work_dir / HISTORY_FILE, tmp / HISTORY_FILE)
             payload = {
                 "weights": "ema" if self.ema is not None else "raw", "training": self.config.as_dict(), "steps": self.step,
