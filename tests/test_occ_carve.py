@@ -10,9 +10,10 @@ import torch
 
 from uniscene.occ_label import carve
 
+from uniscene.boxes import Boxes
 from uniscene.classes import GROUND_CLASSES, OCC_CLASS_ID
 from uniscene.geometry import make_transform
-from uniscene.occ_label.aggregate import STATIC, Boxes
+from uniscene.occ_label.aggregate import STATIC
 from uniscene.occ_label.carve import carve_objects, range_images
 from uniscene.occ_label.ground import fill_ground
 

@@ -10,10 +10,11 @@ import pytest
 from scipy import ndimage
 import torch
 
+from uniscene.boxes import Boxes
 from uniscene.classes import FREE, LIDARSEG_CLASS_ID, OCC_CLASS_ID
 from uniscene.geometry import invert_transform, make_transform, quaternion_to_matrix, yaw_to_quaternion
 from uniscene.grid import OccGrid
-from uniscene.occ_label.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occ_label.aggregate import STATIC, aggregate_sweeps
 from uniscene.occ_label.label import LabelOptions, SceneArrays, build_surface, label_frames
 from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
 

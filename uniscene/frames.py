@@ -36,27 +36,13 @@ does not exist hold zeros (centre, size, velocity) and the identity rotation.
 Letters: K keyframes, B instances, T query times (frames or sweeps), V cameras.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import xarray as xr
 
-from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
+from uniscene.boxes import IDENTITY_QUATERNION, Boxes
 from uniscene.errors import UserError
 from uniscene.geometry import slerp
-
-IDENTITY_QUATERNION = np.array([1.0, 0.0, 0.0, 0.0])
-
-
-@dataclass
-class Boxes:
-    """Boxes of B instances at T times (world frame)."""
-
-    center: np.ndarray  # [T, B, 3] float64
-    size: np.ndarray  # [T, B, 3] float64, (w, l, h)
-    rotation: np.ndarray  # [T, B, 4] float64, (w, x, y, z)
-    velocity: np.ndarray  # [T, B, 3] float64, m/s
-    valid: np.ndarray  # [T, B] bool
+from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 
 
 def keyframe_velocity(timestamp_us: np.ndarray, center: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -130,7 +116,7 @@ def interpolate_boxes(
 
     key_timestamp_us [K] strictly increasing, center [K, B, 3], size [K, B, 3],
     rotation [K, B, 4] (w, x, y, z), present [K, B] bool, timestamp_us [T], parked [K, B] bool
-    (None: none) -> Boxes over [T, B].
+    (None: none) -> Boxes over [T, B] (float64, with velocities).
     """
     key_t = np.asarray(key_timestamp_us, dtype=np.int64)
     t = np.asarray(timestamp_us, dtype=np.int64)
@@ -269,8 +255,8 @@ def scene_frames(scene, hold_one_sided_s: float, max_camera_offset_s: float, hol
     data["lidar_sweep_index"] = ("frame", nearest_index(lidar.timestamp_us, front.timestamp_us))
     data.update(sweep_variables(lidar, scene.lidarseg_filename))
     data.update(instance_variables(ann.instance_token, ann.category, ann.detection_class, ann.occ_class))
-    data.update(box_variables(frame_boxes, "frame", "box_"))
-    data.update(box_variables(sweep_boxes, "sweep", "sweep_box_"))
+    data.update(frame_boxes.variables("frame", "box_"))
+    data.update(sweep_boxes.variables("sweep", "sweep_box_"))
     return xr.Dataset(data, attrs={"scene": scene.name, "location": scene.location, "camera_names": list(CAMERA_NAMES)})
 
 
@@ -325,13 +311,3 @@ def instance_variables(instance_token, category, detection_class, occ_class) -> 
         "box_occ_class": ("box", np.asarray(occ_class, dtype=np.uint8).reshape(-1)),
     }
 
-
-def box_variables(boxes: Boxes, dim: str, prefix: str) -> dict:
-    """Dataset variables of boxes along `dim` (frame or sweep), dtypes as docs/stores.md."""
-    return {
-        f"{prefix}center": ((dim, "box", "xyz"), boxes.center),
-        f"{prefix}size": ((dim, "box", "xyz"), boxes.size.astype(np.float32)),
-        f"{prefix}rotation": ((dim, "box", "quat"), boxes.rotation),
-        f"{prefix}velocity": ((dim, "box", "xyz"), boxes.velocity.astype(np.float32)),
-        f"{prefix}valid": ((dim, "box"), boxes.valid),
-    }

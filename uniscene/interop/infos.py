@@ -38,10 +38,9 @@ import xarray as xr
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES, LIDARSEG_CLASS_ID, OCC_CLASS_ID
 from uniscene.classes import detection_class_of, occ_class_of
+from uniscene.boxes import Boxes
 from uniscene.errors import UserError
-from uniscene.frames import (
-    Boxes, box_variables, camera_variables, instance_variables, interpolate_boxes, sweep_variables,
-)
+from uniscene.frames import camera_variables, instance_variables, interpolate_boxes, sweep_variables
 from uniscene.geometry import (
     invert_transform, make_transform, matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion,
 )
@@ -368,6 +367,6 @@ def frames_from_infos(infos: list[FrameInfo], scene: str, dataroot, version: str
     out["lidar_sweep_index"] = ("frame", np.array([sweep_of[f.lidar_name] for f in frames], dtype=np.int64))
     out.update(sweep_variables(lidar, data.lidarseg_filename))
     out.update(instance_variables(list(slot), names, [c[0] for c in classes], [c[1] for c in classes]))
-    out.update(box_variables(frame_boxes, "frame", "box_"))
-    out.update(box_variables(sweep_boxes, "sweep", "sweep_box_"))
+    out.update(frame_boxes.variables("frame", "box_"))
+    out.update(sweep_boxes.variables("sweep", "sweep_box_"))
     return xr.Dataset(out, attrs={"scene": scene, "location": data.location, "camera_names": list(CAMERA_NAMES)})

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from uniscene.boxes import Boxes
 from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES
 from uniscene.errors import UserError
 from uniscene.geometry import matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion
@@ -39,19 +40,15 @@ DEFAULT_SIZE_M = {
 }
 
 
-@dataclass(frozen=True)
-class LayoutBoxes:
-    """The boxes of a layout store (world frame).
+@dataclass(frozen=True, kw_only=True)
+class LayoutBoxes(Boxes):
+    """The boxes of a layout store (world frame): `Boxes` with what drawing and editing them needs.
 
-    center [T, B, 3] float64; size [T, B, 3] float32 (w, l, h); rotation [T, B, 4] (w, x, y, z);
-    valid [T, B] bool; klass [T, B] int8 detection class (-1 none); instance_token [B] str;
+    center [T, B, 3] float64; size [T, B, 3] float32; rotation [T, B, 4] float64; valid [T, B] bool
+    (as `Boxes`, no velocity); klass [T, B] int8 detection class (-1 none); instance_token [B] str;
     world_from_ego [T, 4, 4]; timestamp_us [T] int64.
     """
 
-    center: np.ndarray
-    size: np.ndarray
-    rotation: np.ndarray
-    valid: np.ndarray
     klass: np.ndarray
     instance_token: np.ndarray
     world_from_ego: np.ndarray

@@ -22,30 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from uniscene.boxes import Boxes
 from uniscene.classes import THING_CLASSES
-from uniscene.geometry import invert_transform, make_transform
+from uniscene.geometry import invert_transform
 from uniscene.occ_label import sparse
 
 STATIC = -1  # slot of a point that belongs to no box
-
-
-@dataclass
-class Boxes:
-    """Boxes of B instance slots at some times (sweeps or frames), in the world frame.
-
-    center: [S, B, 3] metres; size: [S, B, 3] (w, l, h) as nuScenes; rotation: [S, B, 4] (w, x, y, z);
-    valid: [S, B] bool.
-    """
-
-    center: np.ndarray
-    size: np.ndarray
-    rotation: np.ndarray
-    valid: np.ndarray
-
-    def world_from_box(self) -> np.ndarray:
-        """[S, B, 4, 4]; identity rotation where the quaternion is zero (an invalid slot)."""
-        rotation = np.where(np.linalg.norm(self.rotation, axis=-1, keepdims=True) > 0, self.rotation, [1.0, 0, 0, 0])
-        return make_transform(rotation, self.center)
 
 
 @dataclass

@@ -89,9 +89,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from uniscene.boxes import Boxes
 from uniscene.geometry import invert_transform
 from uniscene.occ_label import sparse
-from uniscene.occ_label.aggregate import STATIC, Boxes
+from uniscene.occ_label.aggregate import STATIC
 
 _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
 BOUNDARY_CUBE = 0.6  # edge of the cube, in cells, whose corners stand for a boundary cell (module docstring)

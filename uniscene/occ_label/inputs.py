@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from uniscene.boxes import Boxes
 from uniscene.data.files import read_lidarseg, read_sweep
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.occ_label.aggregate import Boxes
 from uniscene.occ_label.label import LabelOptions, SceneArrays
 from uniscene.occ_label.map_areas import MapAreas
 from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
@@ -46,10 +46,6 @@ def load_scene(frames_path, options: LabelOptions, grid: OccGrid) -> SceneArrays
             classes.append(np.full(len(sweep), UNLABELLED, np.uint8))
         offsets.append(offsets[-1] + len(sweep))
 
-    def boxes(prefix: str) -> Boxes:
-        return Boxes(frames[f"{prefix}center"].values, frames[f"{prefix}size"].values,
-                     frames[f"{prefix}rotation"].values, frames[f"{prefix}valid"].values)
-
     return SceneArrays(
         points_lidar=np.concatenate(points),
         ring=np.concatenate(rings),
@@ -58,10 +54,10 @@ def load_scene(frames_path, options: LabelOptions, grid: OccGrid) -> SceneArrays
         sweep_timestamp_us=frames["sweep_timestamp_us"].values,
         ego_from_lidar=frames["ego_from_lidar"].values,
         world_from_sweep_ego=frames["world_from_sweep_ego"].values,
-        sweep_boxes=boxes("sweep_box_"),
+        sweep_boxes=Boxes.from_dataset(frames, "sweep_box_"),
         frame_timestamp_us=frames["timestamp_us"].values,
         world_from_ego=frames["world_from_ego"].values,
-        frame_boxes=boxes("box_"),
+        frame_boxes=Boxes.from_dataset(frames, "box_"),
         box_occ_class=frames["box_occ_class"].values,
         cam_intrinsics=frames["cam_intrinsics"].values,
         ego_from_cam=frames["ego_from_cam"].values,

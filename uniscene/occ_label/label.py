@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from uniscene.boxes import Boxes
 from uniscene.classes import FIXED_THING_CLASSES, FREE, MOVABLE_CLASSES, SLENDER_CLASSES
-from uniscene.geometry import invert_transform, make_transform, matrix_to_quaternion
+from uniscene.geometry import invert_transform, make_transform
 from uniscene.grid import OccGrid
 from uniscene.occ_label import sparse
-from uniscene.occ_label.aggregate import STATIC, Boxes, aggregate_sweeps
+from uniscene.occ_label.aggregate import STATIC, aggregate_sweeps
 from uniscene.occ_label.carve import carve_objects, range_images
 from uniscene.occ_label.densify import Cloud, densify
 from uniscene.occ_label.densify.patches import tangent_patches
@@ -169,7 +170,7 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     cell_m = options.cell_m(grid)
     # 1. Aggregate.
     scene_from_world = invert_transform(scene.world_from_scene)
-    scene_boxes = _boxes_in(scene.sweep_boxes, scene_from_world)
+    scene_boxes = scene.sweep_boxes.in_frame(scene_from_world)
     agg = aggregate_sweeps(
         scene.points_lidar, scene.sweep_offsets, scene.ego_from_lidar, scene_from_world @ scene.world_from_sweep_ego,
         scene_boxes, scene.lidarseg, options.ego_box_m, options.box_margin_m, options.ground_margin_m, device,
@@ -313,12 +314,6 @@ def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _reach_m(grid: OccGrid) -> float:
     """How far from the ego a point can fall into the grid, whatever the ego's heading."""
     return float(np.linalg.norm(np.maximum(np.abs(grid.lower_m), np.abs(grid.upper_m))[:2])) + grid.voxel_size_m
-
-
-def _boxes_in(boxes: Boxes, target_from_world: np.ndarray) -> Boxes:
-    """The same boxes with centres and rotations in another frame."""
-    target_from_box = target_from_world @ boxes.world_from_box()
-    return Boxes(target_from_box[..., :3, 3], boxes.size, matrix_to_quaternion(target_from_box[..., :3, :3]), boxes.valid)
 
 
 def _cloud(points: torch.Tensor, view: torch.Tensor, group: torch.Tensor, cell_m: float) -> Cloud:
