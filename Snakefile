@@ -1,13 +1,11 @@
 # uniscene: occupancy-centric driving-scene generation. See README.md and DESIGN.md.
-from snakemake.utils import min_version, validate
+# The config is checked, and its defaults filled in, by workflow/common.smk with uniscene's own schema.
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -24,5 +22,6 @@ include: "rules/metrics.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),

@@ -24,6 +24,7 @@ from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.data.maps import load_map, rasterise_map, scene_region_m
 from uniscene.layout.raster import LayoutSettings, rasterise_layout
+from uniscene.settings import default_settings
 
 MAP_NAME = "boston-seaport"
 
@@ -60,7 +61,7 @@ def main():
     parser.add_argument("--boxes", type=int, default=60)
     args = parser.parse_args()
     grid = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)
-    settings = LayoutSettings()
+    settings = default_settings(LayoutSettings, "layout")
     rng = np.random.default_rng(0)
     world_from_ego, *boxes = scene(args.frames, args.boxes, rng)
     date = datetime.date.today().isoformat()

@@ -29,6 +29,7 @@ from uniscene.render import gsplat_renderer, torch_renderer
 from uniscene.render.cameras import scale_intrinsics, viewmats_from_cameras
 from uniscene.render.gaussians import marking_layers, occupancy_gaussians
 from uniscene.render.occupancy import RenderSettings, rasterizer, render_occupancy
+from uniscene.settings import default_settings
 from uniscene.synth.sensors import FULL_SIZE_HW, camera_rig
 
 GRID = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)  # 200 x 200 x 16
@@ -95,7 +96,7 @@ def main():
     semantics, markings = street_scene()
     rig = camera_rig(FULL_SIZE_HW)
     intrinsics = scale_intrinsics(rig.intrinsics, FULL_SIZE_HW, size_hw)  # [6, 3, 3]
-    settings = RenderSettings()
+    settings = default_settings(RenderSettings, "render")
     gaussians = occupancy_gaussians(semantics, GRID, markings, settings.scale_voxels, device)
     viewmats = torch.as_tensor(viewmats_from_cameras(rig.ego_from_cam), device=device)
     ks = torch.as_tensor(intrinsics, dtype=torch.float32, device=device)

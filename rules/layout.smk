@@ -9,8 +9,9 @@ rule layout_rasterise:
     benchmark:
         "logs/layout_rasterise/{scene}.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["layout"],
+        config_file=STAGE_CONFIG_FILE["layout"],
     threads: 1
     shell:
-        "uniscene layout --config {params.config:q} --frames {input.frames:q} --out {output.store:q} "
+        "uniscene layout --config {params.config_file:q} --frames {input.frames:q} --out {output.store:q} "
         "--preview {output.preview:q} > {log} 2>&1"

@@ -9,10 +9,11 @@ rule lidar_train:
     benchmark:
         "logs/lidar_train/lidar.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["train_lidar"],
+        config_file=STAGE_CONFIG_FILE["train_lidar"],
     threads: 2
     shell:
-        "uniscene train-lidar --config {params.config:q} --frames {input.frames:q} "
+        "uniscene train-lidar --config {params.config_file:q} --frames {input.frames:q} "
         "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"
 
 
@@ -29,8 +30,9 @@ rule lidar_generate:
     benchmark:
         "logs/lidar_generate/{scene}.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["lidar"],
+        config_file=STAGE_CONFIG_FILE["lidar"],
     threads: 2
     shell:
-        "uniscene lidar --config {params.config:q} --model {input.model:q} --frames {input.frames:q} "
+        "uniscene lidar --config {params.config_file:q} --model {input.model:q} --frames {input.frames:q} "
         "--occupancy {input.occupancy:q} --out {output.store:q} --export {output.sweeps:q} > {log} 2>&1"

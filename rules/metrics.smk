@@ -19,9 +19,10 @@ rule metrics_score:
     benchmark:
         "logs/metrics_score/{stage}.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=lambda w: STAGE_CONFIG[f"metrics_{w.stage}"],
+        config_file=lambda w: STAGE_CONFIG_FILE[f"metrics_{w.stage}"],
     wildcard_constraints:
         stage="|".join(METRIC_INPUTS),
     threads: 1
     shell:
-        "uniscene metrics {wildcards.stage} --config {params.config:q} --results results --out {output:q} > {log} 2>&1"
+        "uniscene metrics {wildcards.stage} --config {params.config_file:q} --results results --out {output:q} > {log} 2>&1"

@@ -9,10 +9,11 @@ rule occ_label_build:
     benchmark:
         "logs/occ_label_build/{scene}.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["occ_label"],
+        config_file=STAGE_CONFIG_FILE["occ_label"],
     threads: 2
     resources:
         mem_mb=8000,
     shell:
-        "uniscene occ-label --config {params.config:q} --frames {input.frames:q} --out {output.store:q} "
+        "uniscene occ-label --config {params.config_file:q} --frames {input.frames:q} --out {output.store:q} "
         "--preview {output.preview:q} > {log} 2>&1"

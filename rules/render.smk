@@ -11,10 +11,11 @@ rule render_gaussians:
     benchmark:
         "logs/render_gaussians/{scene}.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["render"],
+        config_file=STAGE_CONFIG_FILE["render"],
     threads: 2
     resources:
         mem_mb=8000,
     shell:
-        "uniscene render --config {params.config:q} --frames {input.frames:q} --occupancy {input.occupancy:q} "
+        "uniscene render --config {params.config_file:q} --frames {input.frames:q} --occupancy {input.occupancy:q} "
         "--layout {input.layout:q} --out {output.store:q} --preview {output.preview:q} > {log} 2>&1"

@@ -6,7 +6,8 @@ rule synth_dataset:
     benchmark:
         "logs/synth_dataset/synth.benchmark.tsv"
     params:
-        config=CONFIG_JSON,
+        config=STAGE_CONFIG["synth"],
+        config_file=STAGE_CONFIG_FILE["synth"],
     threads: 2
     shell:
-        "uniscene synth --config {params.config:q} --out {output:q} > {log} 2>&1"
+        "uniscene synth --config {params.config_file:q} --out {output:q} > {log} 2>&1"

@@ -6,11 +6,11 @@ is the repository's config.yaml with dataset.dataroot pointing at the dataset an
 synth section; read the dataset with `NuScenes(config["dataset"]["version"], str(dataroot))`.
 """
 
-import copy
 from pathlib import Path
 
 import pytest
-import yaml
+
+from uniscene.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ TINY_SYNTH = {"num_scenes": 2, "duration_s": 3.0, "image_size": [45, 80], "densi
 
 def tiny_synth_config(dataroot) -> dict:
     """The repository config with the tiny synthetic dataset at `dataroot`."""
-    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    config = load_config(str(REPO / "config.yaml"))  # every key, defaults filled in
     config["dataset"]["kind"] = "synthetic"
     config["dataset"]["dataroot"] = str(dataroot)
     config["synth"] = {**config.get("synth", {}), **TINY_SYNTH}

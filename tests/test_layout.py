@@ -10,8 +10,9 @@ from uniscene.errors import UserError
 from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.data.maps import LINE_LAYERS, load_map, rasterise_map, scene_region_m
-from uniscene.layout.raster import box_footprints, layout_dataset, rasterise_layout, warp_map
+from uniscene.layout.raster import LayoutSettings, box_footprints, layout_dataset, rasterise_layout, warp_map
 from uniscene.layout.edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
+from uniscene.settings import default_settings
 from uniscene.store import open_store, write_store
 
 GRID = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)
@@ -148,7 +149,7 @@ def test_layout_store_round_trip(town, tmp_path):
     _, _, raster, world_from_ego = town
     rng = np.random.default_rng(1)
     center, size, rotation, valid, klass = _random_boxes(rng, len(world_from_ego), 5, world_from_ego)
-    layout = rasterise_layout(raster, world_from_ego, center, size, rotation, valid, klass, GRID)
+    layout = rasterise_layout(raster, world_from_ego, center, size, rotation, valid, klass, GRID, default_settings(LayoutSettings, "layout"))
     assert layout.shape == (len(world_from_ego), 18) + GRID.shape[:2] and layout.dtype == bool
     timestamp_us = np.arange(len(world_from_ego)) * 83_333
     dataset = layout_dataset(layout, timestamp_us, world_from_ego, center, size, rotation, valid, klass,

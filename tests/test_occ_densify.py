@@ -8,9 +8,11 @@ import torch
 from uniscene.grid import OccGrid
 from uniscene.occ_label import sparse
 from uniscene.occ_label.densify import Cloud, backend_names, densify
+from uniscene.occ_label.label import LabelOptions
 from uniscene.classes import FIXED_THING_CLASSES, OCC_CLASS_ID
 from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
 from uniscene.occ_label.voxelize import voxelize
+from uniscene.settings import default_settings
 
 
 def test_majority_matches_a_python_vote():
@@ -94,6 +96,11 @@ def test_voxelize_votes_per_voxel():
     assert semantics[0, 0, 0] == 4
 
 
+def backend_options(**changes) -> dict:
+    """The densify backends' keys at the schema's defaults, with `changes`."""
+    return default_settings(LabelOptions, "occ_label", **changes).backend_options
+
+
 def _ring_plane(gap_m: float, edge_m: float = 3.0):
     """Points of the plane z = 0 on x in [-edge, edge], in lines along y every 0.1 m, with a gap in x."""
     x = np.arange(-edge_m, edge_m, 0.1)
@@ -108,7 +115,7 @@ def _ring_plane(gap_m: float, edge_m: float = 3.0):
 def test_splat_closes_a_gap_without_growing_the_edges():
     points, view = _ring_plane(gap_m=1.2)
     cloud = Cloud(points, view, torch.zeros(len(points), dtype=torch.long), 0.2)
-    surface = densify(cloud, "splat", {"splat_radius_m": 1.0})
+    surface = densify(cloud, "splat", backend_options(splat_radius_m=1.0))
     out = surface.points.numpy()
     assert np.abs(out[:, 2]).max() < 1e-3  # stays on the plane
     inside_gap = np.abs(out[:, 0]) < 0.5
@@ -116,7 +123,7 @@ def test_splat_closes_a_gap_without_growing_the_edges():
     assert out[:, 0].max() < 3.0 + 0.2 and out[:, 0].min() > -3.0 - 0.2  # no growth past the edges
     assert out[:, 1].max() < 3.0 + 0.2 and out[:, 1].min() > -3.0 - 0.2
     wide, view = _ring_plane(gap_m=3.0)
-    surface = densify(Cloud(wide, view, torch.zeros(len(wide), dtype=torch.long), 0.2), "splat", {"splat_radius_m": 1.0})
+    surface = densify(Cloud(wide, view, torch.zeros(len(wide), dtype=torch.long), 0.2), "splat", backend_options(splat_radius_m=1.0))
     assert (np.abs(surface.points.numpy()[:, 0]) < 0.5).sum() == 0  # a hole wider than 2 radii stays open
 
 
@@ -124,7 +131,7 @@ def test_poisson_backend_reconstructs_a_plane():
     pytest.importorskip("open3d")
     points, view = _ring_plane(gap_m=0.6)
     cloud = Cloud(points, view, torch.zeros(len(points), dtype=torch.long), 0.2)
-    surface = densify(cloud, "poisson", {"poisson_depth": 7})
+    surface = densify(cloud, "poisson", backend_options(poisson_depth=7))
     out = surface.points.numpy()
     assert len(out) > len(points)
     assert np.abs(out[:, 2]).max() < 0.15
@@ -144,7 +151,7 @@ def test_backends_are_registered_and_nksr_explains_itself():
     from uniscene.errors import UserError
 
     with pytest.raises(UserError, match="nksr"):
-        densify(cloud, "nksr", {})
+        densify(cloud, "nksr", backend_options())
 
 
 def test_closed_form_eigen_matches_torch_eigh():

@@ -21,6 +21,7 @@ from uniscene.grid import OccGrid
 from uniscene.metrics.render import resample_nearest, score_scene
 from uniscene.ops.raycast import END_OCCUPIED, traverse_grid
 from uniscene.render.occupancy import RenderSettings
+from uniscene.settings import default_settings
 from uniscene.store import open_store, write_store
 
 GRID = OccGrid((-8.0, -8.0, -1.0, 32.0, 8.0, 5.4), 0.4)
@@ -146,7 +147,7 @@ def test_store_layout(stores):
 
 def test_rendered_maps_agree_with_raycast_truth(stores):
     paths, config, dataroot = stores
-    score = score_scene(open_store(paths["render"]), open_store(paths["frames"]), open_store(paths["truth"]), GRID, dataroot, RenderSettings().min_alpha)
+    score = score_scene(open_store(paths["render"]), open_store(paths["frames"]), open_store(paths["truth"]), GRID, dataroot, default_settings(RenderSettings, "render").min_alpha)
     figures = score.figures()
     lidar, semantic, truth_depth = figures["depth_vs_lidar"], figures["semantic_in_grid"], figures["depth_vs_truth"]
     assert lidar["num"] > 1000 and lidar["coverage"] > 0.95

@@ -15,9 +15,11 @@ from uniscene.render.cameras import scale_intrinsics, viewmats_from_cameras
 from uniscene.render import gsplat_renderer, torch_renderer
 from uniscene.render.gaussians import MARKING_LAYERS, marking_layers, occupancy_gaussians, render_class_grid, voxel_gaussians
 from uniscene.render.occupancy import RenderSettings, render_occupancy
+from uniscene.settings import default_settings
 from uniscene.viz.render import preview_image
 
 GRID = OccGrid((-8.0, -8.0, -1.0, 32.0, 8.0, 5.4), 0.4)  # 100 x 40 x 16
+RENDER = default_settings(RenderSettings, "render")
 ROAD, SIDEWALK, CAR = OCC_CLASS_ID["driveable_surface"], OCC_CLASS_ID["sidewalk"], OCC_CLASS_ID["car"]
 PED_CROSSING = RENDER_CLASS_NAMES.index("ped_crossing")
 EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -38,7 +40,7 @@ def scene():
 @pytest.fixture(scope="module")
 def maps():
     semantics, markings, ego_from_cam, intrinsics = scene()
-    return render_occupancy(semantics, GRID, ego_from_cam, intrinsics, SIZE_HW, markings, RenderSettings()).numpy()
+    return render_occupancy(semantics, GRID, ego_from_cam, intrinsics, SIZE_HW, markings, RENDER).numpy()
 
 
 def ground_depth_m(row: int, surface_z_m: float) -> float:
@@ -119,20 +121,20 @@ def test_camera_adapter():
 
 def test_empty_occupancy_renders_background():
     _, _, ego_from_cam, intrinsics = scene()
-    maps = render_occupancy(np.full(GRID.shape, FREE, np.uint8), GRID, ego_from_cam, intrinsics, (20, 30)).numpy()
+    maps = render_occupancy(np.full(GRID.shape, FREE, np.uint8), GRID, ego_from_cam, intrinsics, (20, 30), None, RENDER).numpy()
     assert (maps["semantic"] == RENDER_BACKGROUND).all() and maps["alpha"].max() == 0
 
 
 def test_preview_layout(maps):
     six = {key: np.repeat(value, 6, axis=0) for key, value in maps.items()}
-    image = preview_image(six["semantic"], six["depth"], six["alpha"], RenderSettings().min_alpha)
+    image = preview_image(six["semantic"], six["depth"], six["alpha"], RENDER.min_alpha)
     assert image.shape == (4 * SIZE_HW[0], 3 * SIZE_HW[1], 3) and image.dtype == np.uint8
 
 
 @pytest.mark.skipif(not gsplat_renderer.gsplat_available(), reason="needs CUDA and gsplat")
 def test_gsplat_agrees_on_the_voxel_scene():
     semantics, markings, ego_from_cam, intrinsics = scene()
-    gaussians = occupancy_gaussians(semantics, GRID, markings, RenderSettings().scale_voxels, device="cuda")
+    gaussians = occupancy_gaussians(semantics, GRID, markings, RENDER.scale_voxels, device="cuda")
     args = (gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.features,
             torch.as_tensor(viewmats_from_cameras(ego_from_cam), device="cuda"),
             torch.as_tensor(intrinsics, dtype=torch.float32, device="cuda"), SIZE_HW[1], SIZE_HW[0])
@@ -140,7 +142,7 @@ def test_gsplat_agrees_on_the_voxel_scene():
     theirs, their_alphas, _ = gsplat_renderer.rasterization(*args, near_plane=0.1, render_mode="RGB+ED")
     torch.testing.assert_close(our_alphas, their_alphas, rtol=1e-3, atol=2e-3)
     torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-2)
-    settings = RenderSettings()
+    settings = RENDER
     by_torch = render_occupancy(semantics, GRID, ego_from_cam, intrinsics, SIZE_HW, markings, settings, "cuda", "torch").numpy()
     by_gsplat = render_occupancy(semantics, GRID, ego_from_cam, intrinsics, SIZE_HW, markings, settings, "cuda", "gsplat").numpy()
     assert np.mean(by_torch["semantic"] == by_gsplat["semantic"]) > 0.999

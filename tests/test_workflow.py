@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from uniscene.config import load_config
 from uniscene.data.scenes import synthetic_scene_names
+from uniscene.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -92,11 +94,28 @@ def test_rulegraph_is_a_dot_graph_of_the_stages(workdir):
         assert edge in edges
 
 
-def test_invalid_config_value_is_a_schema_error(workdir):
+def test_invalid_config_value_is_the_commands_one_line(workdir):
+    """--config and --configfile: the line `uniscene <stage>` prints for the same value, naming the source and the key."""
     out = snakemake(workdir, "-n", "--config", "device=gpu")
     assert out.returncode == 1
-    assert "Error validating config file" in out.stdout
-    assert "'gpu' is not one of ['auto', 'cpu', 'cuda']" in out.stdout
+    line = "config.yaml + --config: invalid value for key 'device': 'gpu' is not one of ['auto', 'cpu', 'cuda']"
+    assert line in out.stdout and "Error validating config file" not in out.stdout
+    (workdir / "bad.yaml").write_text("layout:\n  supersample: 0\n")
+    out = snakemake(workdir, "-n", "--configfile", str(workdir / "bad.yaml"))
+    assert out.returncode == 1
+    with pytest.raises(UserError) as error:
+        load_config(str(workdir / "bad.yaml"))
+    message = str(error.value).split(": ", 1)[1]  # after the source, which names the merged files here
+    assert f"config.yaml + bad.yaml: {message}" in out.stdout
+    assert "'layout.supersample': 0 is less than the minimum of 1" in out.stdout
+
+
+def test_unknown_scene_target_names_the_scene_and_how_to_list_them(workdir):
+    out = snakemake(workdir, "-n", "results/scenes/nope/render.zarr")
+    assert out.returncode == 1
+    assert "MissingRuleException" not in out.stdout
+    assert "scene 'nope' is not among the scenes the config selects" in out.stdout
+    assert "`uniscene scenes --config config.yaml`" in out.stdout and "dataset.scenes" in out.stdout
 
 
 def test_unknown_scene_stops_the_dag(workdir):

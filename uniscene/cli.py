@@ -1,8 +1,10 @@
 """`uniscene <stage>`: one subcommand per pipeline stage; the Snakemake rules call these.
 
-Each subcommand lives in `uniscene/commands/<name>.py`, which defines `HELP`,
-`add_arguments(parser)` and `main(args, config)`. Modules are imported only when their
-subcommand runs, so `uniscene --help` stays fast.
+Each subcommand lives in `uniscene/commands/<name>.py`, which defines `HELP`, `STAGE` (its
+row of uniscene/stage_config.py's table; or `config_stage(args)` where the arguments pick it),
+`add_arguments(parser)` and `main(args, config)`. `main` gets only its stage's config keys,
+defaults filled in. Modules are imported only when their subcommand runs, so `uniscene --help`
+stays fast.
 """
 
 import argparse
@@ -22,6 +24,7 @@ COMMANDS = {
     "train-lidar": "train the LiDAR generator on label occupancy",
     "lidar": "generate LiDAR sweeps of one scene from occupancy",
     "metrics": "score a stage against the synthetic ground truth",
+    "scenes": "list the scenes that the config selects (and their train/val split)",
 }
 
 
@@ -37,7 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.add_argument(
             "--config", default="config.yaml",
-            help="config YAML file, or inline YAML/JSON (the rules pass Snakemake's resolved config)",
+            help="config YAML/JSON file, or inline YAML/JSON; keys it leaves out take the schema's defaults",
         )
         if name == command:
             _module(name).add_arguments(sub_parser)
@@ -54,9 +57,11 @@ def main(argv=None) -> int:
         return 2
     try:
         from uniscene.config import load_config
+        from uniscene.stage_config import stage_config
 
-        config = load_config(args.config)
-        _module(args.command).main(args, config)
+        module = _module(args.command)
+        stage = module.config_stage(args) if hasattr(module, "config_stage") else module.STAGE
+        module.main(args, stage_config(load_config(args.config), stage))
     except UserError as error:
         print(f"uniscene {args.command}: error: {error}", file=sys.stderr)
         return UserError.exit_code

@@ -36,6 +36,8 @@ does not exist hold zeros (centre, size, velocity) and the identity rotation.
 Letters: K keyframes, B instances, T query times (frames or sweeps), V cameras.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import xarray as xr
 
@@ -43,6 +45,20 @@ from uniscene.boxes import IDENTITY_QUATERNION, Boxes
 from uniscene.errors import UserError
 from uniscene.geometry import slerp
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
+from uniscene.settings import section_settings
+
+
+@dataclass(frozen=True)
+class FramesSettings:
+    """The `frames:` config section (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
+
+    hold_one_sided_s: float
+    hold_parked_s: float
+    max_camera_offset_s: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> "FramesSettings":
+        return section_settings(cls, config, "frames")
 
 
 def keyframe_velocity(timestamp_us: np.ndarray, center: np.ndarray, present: np.ndarray) -> np.ndarray:

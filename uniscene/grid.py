@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniscene.errors import UserError
+from uniscene.settings import section_settings
 
 
 @dataclass(frozen=True)
 class OccGrid:
-    range_m: tuple  # (x_min, y_min, z_min, x_max, y_max, z_max), metres, ego frame
+    range_m: tuple[float, ...]  # (x_min, y_min, z_min, x_max, y_max, z_max), metres, ego frame
     voxel_size_m: float
 
     def __post_init__(self):
@@ -31,8 +32,8 @@ class OccGrid:
 
     @classmethod
     def from_config(cls, config: dict) -> "OccGrid":
-        grid = config.get("grid", {})
-        return cls(tuple(float(v) for v in grid.get("range_m", (-40, -40, -1, 40, 40, 5.4))), float(grid.get("voxel_size_m", 0.4)))
+        """The config's `grid:` section (its default, in the schema, is the grid above)."""
+        return section_settings(cls, config, "grid")
 
     @property
     def lower_m(self) -> np.ndarray:  # [3]

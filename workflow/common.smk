@@ -1,22 +1,41 @@
-# Set-up shared by every rule: scene lists, paths, the config handed to `uniscene`.
+# Set-up shared by every rule: the config checked (defaults filled in), scene lists, paths, each stage's config.
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from uniscene.config import dumps
+from uniscene.config import checked_config
 from uniscene.data import scenes as _scenes
 from uniscene.errors import UserError
+from uniscene.stage_config import STAGE_KEYS, stage_config, write_stage_config
+
+
+def config_files() -> list[str]:
+    """The config files in the order Snakemake merges them: the Snakefile's, then --configfile's."""
+    cli_files = [Path(f) for f in workflow.config_settings.configfiles]
+    files = [Path(f).absolute() for f in workflow.configfiles if Path(f).absolute() not in cli_files] + cli_files
+    return [str(f.relative_to(Path.cwd())) if f.is_relative_to(Path.cwd()) else str(f) for f in files]
+
+
+def config_sources() -> str:
+    """The config's files and --config, as a user error names them (the same line as `uniscene <stage>`)."""
+    return " + ".join(config_files() + (["--config"] if workflow.config_settings.config else [])) or "config"
+
 
 try:
+    checked_config(config, config_sources())
     SCENES = _scenes.selected_scenes(config)
     TRAIN_SCENES = _scenes.train_scenes(config)
     VAL_SCENES = _scenes.val_scenes(config)
 except UserError as error:
-    raise WorkflowError(str(error))
+    raise WorkflowError(str(error)) from None
 
 SYNTHETIC = config["dataset"]["kind"] == "synthetic"
 DATAROOT = config["dataset"]["dataroot"]
-CONFIG_JSON = dumps(config)
+# Each stage's config keys (uniscene/stage_config.py): a rule's `params` hold them, so a job reruns when its
+# stage's keys change and no other; its shell line passes the same subset as a small JSON file named by its hash.
+STAGE_CONFIG = {stage: stage_config(config, stage) for stage in STAGE_KEYS}
+STAGE_CONFIG_FILE = {stage: str(write_stage_config(config, stage, ".snakemake/uniscene/config")) for stage in STAGE_KEYS}
 
 
 wildcard_constraints:
@@ -30,8 +49,17 @@ def dataset_input(wildcards=None):
 
 def occupancy_store(scene, stage):
     """Occupancy that `stage` (render or lidar) starts from: its config's source, label or generated."""
-    name = {"label": "occ_label", "generated": "occ_gen"}[config[stage].get("source", "label")]
+    name = {"label": "occ_label", "generated": "occ_gen"}[config[stage]["source"]]
     return f"results/scenes/{scene}/{name}.zarr"
+
+
+def unknown_scene(wildcards):
+    """Input of a target under results/scenes/ whose scene is not selected: stops the DAG with a clear line."""
+    raise WorkflowError(
+        f"scene '{wildcards.scene}' is not among the scenes the config selects ({len(SCENES)}: "
+        f"{', '.join(SCENES[:3])}{', ...' if len(SCENES) > 3 else ''}): list them with "
+        f"`uniscene scenes --config {(config_files() or ['CONFIG'])[-1]}`, or add it to config key dataset.scenes"
+    )
 
 
 def scene_outputs(scene):
@@ -50,3 +78,14 @@ def all_outputs():
     if SYNTHETIC:
         outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar"])
     return outputs
+
+
+# A target of a scene that the config does not select matches only this rule, whose input says so.
+rule scene_unknown:
+    input:
+        unknown_scene,
+    output:
+        "results/scenes/{scene}/{path}",
+    wildcard_constraints:
+        scene=f"(?!(?:{'|'.join(SCENES)})/)[^/]+",
+        path=".+",

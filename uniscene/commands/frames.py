@@ -12,14 +12,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
-from uniscene.config import config_subset
 from uniscene.data.scenes import check_scene, train_scenes, val_scenes
 from uniscene.errors import UserError
 from uniscene.paths import scene_store
 from uniscene.store import open_store, write_store
 
 HELP = "12 Hz frames of one scene: poses, cameras, LiDAR, interpolated boxes"
-CONFIG_KEYS = ("dataset", "frames")
+STAGE = "frames"
 FRAME_CHUNK = 4096  # frames.zarr is small: one chunk per variable
 
 
@@ -31,21 +30,19 @@ def add_arguments(parser):
     parser.add_argument("--results", default="results", help="the workflow's results folder (for --export-infos)")
 
 
-def _setting(config: dict, key: str):
-    try:
-        return config["frames"][key]
-    except (KeyError, TypeError):
-        raise UserError(f"config key frames.{key} is missing: add it (the repository's config.yaml has the default)") from None
+def config_stage(args) -> str:
+    """An info export reads the scene split; a scene's frames do not (adding a scene reruns no other)."""
+    return "frames_infos" if args.export_infos else STAGE
 
 
 def build_frames(config: dict, scene: str):
     """The frames dataset of `scene` (attributes included) and the input paths it was read from."""
-    from uniscene.frames import scene_frames
+    from uniscene.frames import FramesSettings, scene_frames
 
-    dataset = config["dataset"]
-    hold_s, max_offset_s = _setting(config, "hold_one_sided_s"), _setting(config, "max_camera_offset_s")
+    dataset, settings = config["dataset"], FramesSettings.from_config(config)
+    hold_s = settings.hold_one_sided_s
     dataroot = Path(dataset["dataroot"])
-    if dataset.get("info_pkl"):
+    if dataset["info_pkl"]:
         from uniscene.interop.infos import frames_from_infos, read_infos
 
         frames = frames_from_infos(read_infos(dataset["info_pkl"]), scene, dataroot, dataset["version"], hold_s)
@@ -55,7 +52,7 @@ def build_frames(config: dict, scene: str):
 
         nusc = open_dataset(dataroot, dataset["version"])
         data = scene_data(nusc, scene, CAMERA_NAMES + (LIDAR_NAME,))
-        frames = scene_frames(data, hold_s, max_offset_s, _setting(config, "hold_parked_s"))
+        frames = scene_frames(data, hold_s, settings.max_camera_offset_s, settings.hold_parked_s)
         inputs = [dataroot / dataset["version"]]
     frames.attrs.update(dataroot=str(dataroot.resolve()), version=dataset["version"])
     return frames, inputs
@@ -82,7 +79,7 @@ def main(args, config):
     check_scene(config, args.scene)
     frames, inputs = build_frames(config, args.scene)
     write_store(
-        args.out, frames, stage="frames", config_subset=config_subset(config, CONFIG_KEYS), inputs=inputs,
+        args.out, frames, stage="frames", config_subset=config, inputs=inputs,
         frame_chunk=FRAME_CHUNK,
     )
     print(

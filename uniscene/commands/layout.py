@@ -3,7 +3,7 @@
 import time
 
 
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.grid import OccGrid
 from uniscene.errors import UserError
 from uniscene.data.maps import expansion_path, load_map, rasterise_map, scene_region_m
@@ -11,8 +11,8 @@ from uniscene.layout.raster import LayoutSettings, layout_dataset, rasterise_lay
 from uniscene.viz.bev import preview_frames, save_layout_preview
 from uniscene.store import open_store, write_store
 
-CONFIG_KEYS = ("grid", "layout", "device")
 HELP = "BEV layouts of one scene (map layers and object footprints)"
+STAGE = "layout"
 
 
 def add_arguments(parser):
@@ -51,5 +51,5 @@ def main(args, config):
         indices = preview_frames(len(timestamp_us), settings.preview_frames)
         titles = [f"{scene} frame {i} (t={(timestamp_us[i] - timestamp_us[0]) / 1e6:.1f} s)" for i in indices]
         save_layout_preview(args.preview, layout, grid, indices, titles)
-    write_store(args.out, dataset, stage="layout", config_subset=config_subset(config, CONFIG_KEYS),
+    write_store(args.out, dataset, stage="layout", config_subset=config,
                 inputs=[args.frames, expansion_path(dataroot, map_name)], frame_chunk=8)

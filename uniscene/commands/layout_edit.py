@@ -11,7 +11,7 @@ layout as `uniscene layout` writes) that the generators read. Examples:
 import argparse
 import json
 
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.layout.edit import LayoutBoxes, add, describe, drop, frame_range, move, reclass, redraw_objects
@@ -19,6 +19,7 @@ from uniscene.viz.bev import save_layout_preview
 from uniscene.store import open_store, write_store
 
 HELP = "edit a layout store: drop, add, move or re-class objects"
+STAGE = "layout_edit"
 OBJECTS = "OBJECTS is comma-separated box indices, instance tokens (or unique prefixes) or class names (see --list)"
 
 
@@ -103,6 +104,6 @@ def main(args, config):
     edited.attrs["edits"] = list(dataset.attrs.get("edits", [])) + edits  # every edit since `uniscene layout`
     if args.preview:
         save_layout_preview(args.preview, layout, grid, sorted({frames.start, (frames.start + frames.stop - 1) // 2, frames.stop - 1}))
-    subset = {**config_subset(config, ("device",)), "edits": edits}
+    subset = {**config, "edits": edits}
     write_store(args.out, edited, stage="layout", config_subset=subset, inputs=[args.layout], frame_chunk=8)
     print(f"layout-edit: {len(edits)} edit(s) on frames {frames.start}:{frames.stop} -> {args.out}")

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.data.files import SWEEP_COLUMNS, write_sweep
 from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import beam_pattern
 from uniscene.models.lidar.inputs import load_scene_inputs
 from uniscene.models.lidar.pipeline import LidarPipeline, sweeps_from_range_images
-from uniscene.models.lidar.settings import LidarSettings
+from uniscene.models.lidar.settings import LidarSampling
 from uniscene.store import open_store, write_store
 
-CONFIG_KEYS = ("grid", "lidar", "seed", "device")
+STAGE = "lidar"
 HELP = "generate LiDAR sweeps of one scene from occupancy"
 SOURCE_OF_STAGE = {"occ_label": "label", "occ_gen": "generated"}
 
@@ -63,7 +63,7 @@ def export_sweeps(folder, scene: str, points, frame_offsets, timestamp_us) -> No
 
 
 def main(args, config):
-    settings = LidarSettings.from_config(config)
+    settings = LidarSampling.from_config(config)
     grid, pattern, device, seed = OccGrid.from_config(config), beam_pattern(config), resolve_device(config), int(config["seed"])
     pipeline = LidarPipeline.from_pretrained(args.model, grid, pattern, device)
     inputs = load_scene_inputs(args.frames, args.occupancy, grid)
@@ -83,4 +83,4 @@ def main(args, config):
     if args.export:
         export_sweeps(args.export, scene, points, offsets, inputs.timestamp_us)
     write_store(args.out, lidar_dataset(points, offsets, inputs.timestamp_us, inputs.ego_from_sensor, attrs), stage="lidar",
-                config_subset=config_subset(config, CONFIG_KEYS), inputs=[args.model, args.frames, args.occupancy], seed=seed)
+                config_subset=config, inputs=[args.model, args.frames, args.occupancy], seed=seed)

@@ -14,6 +14,10 @@ from uniscene.store import write_json_atomic
 STAGES = ("frames", "occ_label", "layout", "render", "lidar")
 
 
+def config_stage(args) -> str:
+    return f"metrics_{args.stage}"
+
+
 def add_arguments(parser):
     parser.add_argument("stage", choices=STAGES, help="the stage to score")
     parser.add_argument("--results", default="results", help="the workflow's results folder")

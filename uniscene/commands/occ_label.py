@@ -7,7 +7,7 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.grid import OccGrid
 from uniscene.occ_label.inputs import load_scene
 from uniscene.occ_label.label import FrameLabels, LabelOptions, build_surface, label_frames
@@ -15,7 +15,7 @@ from uniscene.viz.bev import preview_frames, save_occupancy_preview
 from uniscene.store import open_store, write_store
 
 HELP = "semantic occupancy labels of one scene from aggregated LiDAR"
-CONFIG_KEYS = ("device", "seed", "grid", "occ_label")
+STAGE = "occ_label"
 PREVIEW_FRAMES = 4
 
 
@@ -47,8 +47,8 @@ def main(args, config):
         grid_range_m=list(grid.range_m), voxel_size_m=grid.voxel_size_m, backend=options.backend, device=device,
         camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid), map_areas=scene.map_areas is not None,
     )
-    write_store(args.out, first, stage="occ_label", config_subset=config_subset(config, CONFIG_KEYS),
-                inputs=[args.frames] + ([scene.map_areas.source] if scene.map_areas else []), seed=config.get("seed"), more_frames=parts)
+    write_store(args.out, first, stage="occ_label", config_subset=config,
+                inputs=[args.frames] + ([scene.map_areas.source] if scene.map_areas else []), more_frames=parts)
     progress.close()
     seconds = time.perf_counter() - start
     if args.preview:

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from uniscene.sensors import CAMERA_NAMES
 from uniscene.classes import LAYOUT_CHANNEL_NAMES, RENDER_BACKGROUND, RENDER_CLASS_NAMES
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.render.cameras import scale_intrinsics
@@ -17,7 +17,7 @@ from uniscene.render.occupancy import RenderSettings, render_occupancy, select_b
 from uniscene.viz.render import preview_image, save_png
 from uniscene.store import open_store, write_store
 
-CONFIG_KEYS = ("grid", "render", "device")
+STAGE = "render"
 HELP = "render occupancy into per-camera semantic and depth maps"
 
 
@@ -29,10 +29,9 @@ def add_arguments(parser):
     parser.add_argument("--preview", help="PNG of one frame's maps (semantic palette, turbo depth) to write")
 
 
-def render_size(config: dict, image_size_hw: np.ndarray) -> tuple:
+def render_size(settings: RenderSettings, image_size_hw: np.ndarray) -> tuple:
     """(H, W) of the maps: render.image_size, or the dataset's first camera's image size."""
-    size = (config.get("render") or {}).get("image_size")
-    return tuple(int(v) for v in (size if size is not None else image_size_hw[0]))
+    return tuple(int(v) for v in (settings.image_size if settings.image_size is not None else image_size_hw[0]))
 
 
 def check_frames(path, timestamp_us: np.ndarray, expected_us: np.ndarray) -> None:
@@ -45,7 +44,7 @@ def main(args, config):
     settings = RenderSettings.from_config(config)
     device = resolve_device(config)
     backend = select_backend(settings, device)
-    source = (config.get("render") or {}).get("source", "label")
+    source = settings.source
 
     # 1. Inputs: cameras, occupancy, road markings; all on the same frames and grid.
     frames = open_store(args.frames, stage="frames")
@@ -64,7 +63,7 @@ def main(args, config):
             raise UserError(f"store {args.layout} has a {tuple(layout['layout'].shape[2:])} x-y grid, the occupancy {grid.shape[:2]}: rerun the layout stage")
         markings = layout["layout"]  # [T, C, X, Y], read a frame at a time
         channel_names = layout.attrs.get("channel_names", LAYOUT_CHANNEL_NAMES)
-    size_hw = render_size(config, frames["cam_image_size"].values)
+    size_hw = render_size(settings, frames["cam_image_size"].values)
     intrinsics = scale_intrinsics(frames["cam_intrinsics"].values, frames["cam_image_size"].values[None], size_hw)  # [T, V, 3, 3]
     ego_from_cam = frames["ego_from_cam"].values  # [T, V, 4, 4]
 
@@ -109,4 +108,4 @@ def main(args, config):
         middle = num_frames // 2
         save_png(args.preview, preview_image(semantic[middle], depth[middle].astype(np.float32), alpha[middle], settings.min_alpha))
     inputs = [args.frames, args.occupancy] + ([args.layout] if args.layout else [])
-    write_store(args.out, dataset, stage="render", config_subset=config_subset(config, CONFIG_KEYS), inputs=inputs, seed=config.get("seed"))
+    write_store(args.out, dataset, stage="render", config_subset=config, inputs=inputs)

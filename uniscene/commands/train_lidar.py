@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from uniscene.config import config_subset, resolve_device
+from uniscene.config import resolve_device
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import beam_pattern
@@ -22,7 +22,7 @@ from uniscene.models.lidar.settings import LidarSettings
 from uniscene.models.lidar.train import TrainingSet, train_network
 from uniscene.store import fingerprint, write_json_atomic
 
-CONFIG_KEYS = ("grid", "lidar", "seed", "device")
+STAGE = "train_lidar"
 HELP = "train the LiDAR generator on label occupancy"
 
 
@@ -72,7 +72,7 @@ def main(args, config):
     network.save_pretrained(tmp)
     write_json_atomic(tmp / CLASS_INTENSITY_FILE, {"class_intensity": data.class_intensity().tolist()})
     write_json_atomic(tmp / "training.json", {
-        "history": history, "num_sweeps": len(data), "config": config_subset(config, CONFIG_KEYS),
+        "history": history, "num_sweeps": len(data), "config": config,
         "inputs": run_config["inputs"], "cast_seconds": round(cast_seconds, 2),
         "total_seconds": round(time.perf_counter() - start, 2), "device": device,
     })

@@ -49,14 +49,17 @@ def selected_scenes(config: dict) -> list[str]:
 
 
 def check_scene(config: dict, scene: str) -> None:
-    if scene not in selected_scenes(config):
-        raise UserError(f"unknown scene '{scene}': choose one of dataset.scenes ({', '.join(selected_scenes(config)[:5])}, ...)")
+    """UserError unless the dataset has `scene` (selected or not: a scene's stages do not read the selection)."""
+    available = dataset_scene_names(config)
+    if scene not in available:
+        hint = ", ".join(available[:5]) + (", ..." if len(available) > 5 else "")
+        raise UserError(f"unknown scene '{scene}': the dataset has {hint} (`uniscene scenes --config CONFIG` lists the selected ones)")
 
 
 def val_scenes(config: dict) -> list[str]:
     """Held-out scenes among the selected ones (models never train on them)."""
     scenes = selected_scenes(config)
-    wanted = config["dataset"].get("val_scenes", "auto")
+    wanted = config["dataset"]["val_scenes"]
     if wanted != "auto":
         missing = [s for s in wanted if s not in scenes]
         if missing:

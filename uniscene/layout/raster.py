@@ -31,6 +31,7 @@ from uniscene.classes import DETECTION_CLASS_NAMES, LAYOUT_CHANNEL_NAMES, MAP_LA
 from uniscene.data.maps import LINE_LAYERS, MapRaster
 from uniscene.geometry import invert_transform, quaternion_to_matrix
 from uniscene.grid import OccGrid
+from uniscene.settings import section_settings
 
 BOX_RULES = ("overlap", "center")  # when a box footprint sets a cell (see `box_footprints`)
 NUM_MAP_LAYERS = len(MAP_LAYER_NAMES)  # 8
@@ -39,22 +40,19 @@ NUM_OBJECT_CHANNELS = len(DETECTION_CLASS_NAMES)  # 10
 
 @dataclass(frozen=True)
 class LayoutSettings:
-    """The `layout:` config section (defaults as in config.yaml)."""
+    """The `layout:` config section (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
 
-    map_resolution_m: float = 0.1  # fine raster pixel edge
-    map_margin_m: float = 10.0  # extra map around the grid's reach from the ego path
-    supersample: int = 2  # S: samples per cell edge when resampling the fine raster
-    area_threshold: float = 0.5  # fraction of a cell that a map area must cover
-    frame_batch: int = 32  # frames resampled together
-    preview_frames: int = 4  # frames shown in the PNG preview
-    box_rule: str = "overlap"  # when a box footprint sets a cell: overlap (the occupancy's rule) or center
+    map_resolution_m: float  # fine raster pixel edge
+    map_margin_m: float  # extra map around the grid's reach from the ego path
+    supersample: int  # S: samples per cell edge when resampling the fine raster
+    area_threshold: float  # fraction of a cell that a map area must cover
+    frame_batch: int  # frames resampled together
+    preview_frames: int  # frames shown in the PNG preview
+    box_rule: str  # when a box footprint sets a cell: overlap (the occupancy's rule) or center
 
     @classmethod
     def from_config(cls, config: dict) -> "LayoutSettings":
-        section = config.get("layout") or {}
-        defaults = cls()
-        return cls(**{name: type(getattr(defaults, name))(section.get(name, getattr(defaults, name)))
-                      for name in cls.__dataclass_fields__})
+        return section_settings(cls, config, "layout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +258,7 @@ def box_cells(world_from_ego: np.ndarray, box_center: np.ndarray, box_size: np.n
 
 
 def rasterise_layout(raster: MapRaster, world_from_ego, box_center, box_size, box_rotation, box_valid, box_class,
-                     grid: OccGrid, settings: LayoutSettings = LayoutSettings(), device: str = "cpu") -> np.ndarray:
+                     grid: OccGrid, settings: LayoutSettings, device: str = "cpu") -> np.ndarray:
     """The 18-channel layout of every frame, [T, C, X, Y] bool (arguments as `warp_map`, `box_footprints`)."""
     map_cells = warp_map(raster, world_from_ego, grid, supersample=settings.supersample,
                          area_threshold=settings.area_threshold, device=device, frame_batch=settings.frame_batch)

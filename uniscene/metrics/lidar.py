@@ -35,7 +35,7 @@ from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import RangeImage, beam_pattern, sweep_to_range_image
 from uniscene.models.lidar.inputs import load_scene_inputs
 from uniscene.models.lidar.pipeline import METHODS, LidarPipeline, sweeps_from_range_images
-from uniscene.models.lidar.settings import LidarSettings
+from uniscene.models.lidar.settings import LidarSampling
 from uniscene.paths import model_dir, scene_store
 from uniscene.store import open_store
 
@@ -137,7 +137,7 @@ def _lidar_store_sweeps(results, scene: str, source: str):
 
 def evaluate(config: dict, results) -> dict:
     grid, pattern, device = OccGrid.from_config(config), beam_pattern(config), resolve_device(config)
-    settings, seed = LidarSettings.from_config(config), int(config["seed"])
+    settings, seed = LidarSampling.from_config(config), int(config["seed"])
     scenes = val_scenes(config)
     held_out = bool(scenes)
     scenes = scenes or selected_scenes(config)

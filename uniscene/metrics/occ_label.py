@@ -74,9 +74,8 @@ def _frame_rows(truth, timestamp_us: np.ndarray) -> np.ndarray:
 def evaluate(config: dict, results) -> dict:
     grid = OccGrid.from_config(config)
     dataroot = config["dataset"]["dataroot"]
-    section = config.get("occ_label") or {}
-    compare = [b for b in section.get("compare_backends", ["poisson", "nksr"])]
-    compare_frames = int(section.get("compare_frames", 12))
+    section = config["occ_label"]
+    compare, compare_frames = list(section["compare_backends"]), int(section["compare_frames"])
     stored_backend = LabelOptions.from_config(config).backend
     total = np.zeros((NUM_LABELS, NUM_LABELS), np.int64)
     camera_agreement = np.zeros(3, np.int64)  # both, ours only, truth only

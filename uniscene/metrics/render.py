@@ -235,7 +235,7 @@ def evaluate(config: dict, results) -> dict:
     payload = total.figures()
     payload.update({
         "scenes": per_scene,
-        "source": (config.get("render") or {}).get("source", "label"),
+        "source": settings.source,
         "min_alpha": settings.min_alpha,
         "how": __doc__.split("\n\n", 1)[1].strip(),
     })

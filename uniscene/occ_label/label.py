@@ -20,7 +20,7 @@ Letters: S sweeps, T frames, F frames of a batch, B box slots, V cameras, N poin
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,46 +40,55 @@ from uniscene.occ_label.masks import auto_ray_stride, mask_camera, mask_lidar
 from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
 from uniscene.occ_label.transients import seen_through
 from uniscene.occ_label.voxelize import voxelize
+from uniscene.settings import section_settings
 
 STATIC_GROUP = 0  # densify group of the static scene
 BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabelOptions:
-    """The `occ_label:` config section (workflow/schemas/config.schema.yaml describes each key)."""
+    """The `occ_label:` config section but the metrics' compare_* keys (uniscene/schemas/config.schema.yaml: meanings, defaults)."""
 
-    backend: str = "splat"
-    ego_box_m: tuple = (-1.2, -1.1, 0.25, 4.2, 1.1, 2.2)
-    box_margin_m: float = 0.2
-    ground_margin_m: float = 0.15
-    cell_size_m: float | None = None  # None: a third of a voxel
-    label_search_m: float = 3.0
-    mask_lidar_window_s: float = 0.0
-    camera_ray_stride_px: int | str = "auto"  # "auto": masks.auto_ray_stride
-    patch_samples: int = 3
-    object_cell_m: float = 0.1
-    object_fine_cell_m: float = 0.05
-    object_floor_m: float = 0.25
-    object_mirror: bool = True
-    object_prior_free: float = 0.15
-    object_prior_hit: float = 0.1
-    ground_fill_m: float = 10.0
-    map_areas: bool = True
-    transient_sweeps: int = 2
-    transient_margin_m: float = 0.5
-    frames_per_batch: int = 16
-    batch_memory_mb: int = 4096
-    allow_missing_lidarseg: bool = False
-    backend_options: dict = field(default_factory=dict)  # splat_radius_m, poisson_depth, ...
+    backend: str
+    ego_box_m: tuple[float, ...]
+    box_margin_m: float
+    ground_margin_m: float
+    cell_size_m: float | None  # None: a third of a voxel
+    label_search_m: float
+    mask_lidar_window_s: float
+    camera_ray_stride_px: int | str  # "auto": masks.auto_ray_stride
+    patch_samples: int
+    object_cell_m: float
+    object_fine_cell_m: float
+    object_floor_m: float
+    object_mirror: bool
+    object_prior_free: float
+    object_prior_hit: float
+    ground_fill_m: float
+    map_areas: bool
+    transient_sweeps: int
+    transient_margin_m: float
+    frames_per_batch: int
+    batch_memory_mb: int
+    allow_missing_lidarseg: bool
+    # the densify backends' own keys (BACKEND_KEYS)
+    splat_radius_m: float
+    splat_max_variation: float
+    normal_radius_m: float | None  # None: two cells
+    max_samples: int
+    poisson_depth: int
+    poisson_density_quantile: float
+    nksr_detail: float
 
     @classmethod
     def from_config(cls, config: dict) -> "LabelOptions":
-        section = config.get("occ_label") or {}
-        options = {name: section[name] for name in cls.__dataclass_fields__ if name in section}
-        if "ego_box_m" in options:
-            options["ego_box_m"] = tuple(options["ego_box_m"])
-        return cls(**options, backend_options={name: section[name] for name in BACKEND_KEYS if name in section})
+        return section_settings(cls, config, "occ_label")
+
+    @property
+    def backend_options(self) -> dict:
+        """The keys that the densify backends read (densify/)."""
+        return {name: getattr(self, name) for name in BACKEND_KEYS}
 
     def cell_m(self, grid: OccGrid) -> float:
         return float(self.cell_size_m) if self.cell_size_m else grid.voxel_size_m / 3

@@ -20,32 +20,29 @@ from uniscene.grid import OccGrid
 from uniscene.render import gsplat_renderer, torch_renderer
 from uniscene.render.cameras import viewmats_from_cameras
 from uniscene.render.gaussians import occupancy_gaussians
+from uniscene.settings import section_settings
 
 BACKENDS = ("auto", "gsplat", "torch")
 
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """The tunable values of the render stage (config section `render`)."""
+    """The render stage's config section `render` (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
 
-    scale_voxels: float = 0.35  # Gaussian standard deviation, in voxels
-    min_alpha: float = 0.3  # pixels with less alpha are background in the semantic map
-    near_plane_m: float = 0.1
-    backend: str = "auto"  # auto (gsplat on CUDA, else torch) | gsplat | torch
+    source: str  # occupancy rendered: label | generated
+    image_size: tuple[int, ...] | None  # (H, W) of the maps; None: the dataset's camera images
+    scale_voxels: float  # Gaussian standard deviation, in voxels
+    min_alpha: float  # pixels with less alpha are background in the semantic map
+    near_plane_m: float
+    backend: str  # auto (gsplat on CUDA, else torch) | gsplat | torch
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise UserError(f"config key render.backend is {self.backend!r}: choose one of {', '.join(BACKENDS)}")
 
     @classmethod
     def from_config(cls, config: dict) -> "RenderSettings":
-        section = config.get("render") or {}
-        defaults = cls()
-        settings = cls(
-            scale_voxels=float(section.get("scale_voxels", defaults.scale_voxels)),
-            min_alpha=float(section.get("min_alpha", defaults.min_alpha)),
-            near_plane_m=float(section.get("near_plane_m", defaults.near_plane_m)),
-            backend=str(section.get("backend", defaults.backend)),
-        )
-        if settings.backend not in BACKENDS:
-            raise UserError(f"config key render.backend is {settings.backend!r}: choose one of {', '.join(BACKENDS)}")
-        return settings
+        return section_settings(cls, config, "render")
 
 
 @dataclass
@@ -83,8 +80,8 @@ def render_occupancy(
     ego_from_cam: np.ndarray,  # [V, 4, 4] OpenCV camera axes
     intrinsics: np.ndarray,  # [V, 3, 3] K at the render size
     render_size_hw: tuple,  # (H, W)
-    markings: np.ndarray | None = None,  # [M, X, Y] bool road-marking layers of the layout
-    settings: RenderSettings = RenderSettings(),
+    markings: np.ndarray | None,  # [M, X, Y] bool road-marking layers of the layout (None: no markings)
+    settings: RenderSettings,
     device: str = "cpu",
     backend: str = "torch",
 ) -> RenderedMaps:

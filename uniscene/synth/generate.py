@@ -18,6 +18,7 @@ from tqdm import tqdm
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
+from uniscene.stage_config import stage_config
 from uniscene.store import atomic_directory, write_store
 from uniscene.synth import nuscenes_writer as nw
 from uniscene.synth.capture import CameraRays, capture_cameras, capture_lidar
@@ -25,7 +26,7 @@ from uniscene.synth.kernels import candidate_pairs, slab_test
 from uniscene.sensors import LIDAR_TRANSLATION_M, lidar_rotation_wxyz
 from uniscene.synth.sensors import camera_rotation_wxyz
 from uniscene.synth.truth import CameraVisibility, frame_semantics, truth_dataset
-from uniscene.synth.world import SyntheticScene, build_scene, synth_settings
+from uniscene.synth.world import SynthSettings, SyntheticScene, build_scene
 
 ANNOTATION_RANGE_M = 50.0
 
@@ -76,7 +77,7 @@ def lidar_task(config: dict, index: int, root: str, position: int = 0) -> dict:
         sweep.points.tofile(path)
         if key:
             counts[j // 10] = np.bincount(sweep.instance[sweep.instance >= 0], minlength=len(scene.instances))
-            token = nw.make_token(config.get("seed", 0), scene.name, "sample_data", LIDAR_NAME, j)
+            token = nw.make_token(config["seed"], scene.name, "sample_data", LIDAR_NAME, j)
             label_dir = root / "lidarseg" / version
             label_dir.mkdir(parents=True, exist_ok=True)
             sweep.lidarseg.astype(np.uint8).tofile(label_dir / f"{token}_lidarseg.bin")
@@ -129,7 +130,7 @@ def camera_task(config: dict, index: int, root: str, position: int = 0) -> dict:
             filename = _filename("samples" if key else "sweeps", scene, name, timestamp, "jpg")
             path = root / filename
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(capture.image[v]).save(path, quality=int(settings["jpeg_quality"]))
+            Image.fromarray(capture.image[v]).save(path, quality=settings.jpeg_quality)
             filenames.append(filename)
         if key:
             fractions[k // 6] = _visible_fraction(scene, t_s, rays, capture.instance)
@@ -142,11 +143,9 @@ def camera_task(config: dict, index: int, root: str, position: int = 0) -> dict:
         poses.append(world_from_ego)
         stamps.append(timestamp)
     dataset = truth_dataset(scene, grid, stamps, np.stack(poses), np.stack(semantics), np.stack(masks),
-                            np.stack(cam_sem), np.stack(cam_depth), instance_tokens(int(config.get("seed", 0)), scene))
-    subset = {"seed": config.get("seed", 0), "synth": settings, "grid": config.get("grid"),
-              "dataset": {"version": config["dataset"]["version"]}}
-    write_store(root / "truth" / f"{scene.name}.zarr", dataset, stage="synth_truth", config_subset=subset,
-                seed=config.get("seed", 0))
+                            np.stack(cam_sem), np.stack(cam_depth), instance_tokens(config["seed"], scene))
+    write_store(root / "truth" / f"{scene.name}.zarr", dataset, stage="synth_truth", config_subset=stage_config(config, "synth"),
+                seed=config["seed"])
     return {"kind": "camera", "index": index, "frames": frames, "fractions": fractions}
 
 
@@ -176,7 +175,7 @@ def _chain(records: list) -> None:
 def scene_tables(config: dict, scene: SyntheticScene, lidar: dict, camera: dict, static: dict) -> dict:
     """All per-scene records (log, calibrated_sensor, ego_pose, scene, sample, sample_data,
     instance, sample_annotation, lidarseg) from the tasks' results."""
-    seed = int(config.get("seed", 0))
+    seed = config["seed"]
     version = config["dataset"]["version"]
     tok = lambda *parts: nw.make_token(seed, scene.name, *parts)  # noqa: E731
     sensor_token = {r["channel"]: r["token"] for r in static["sensor"]}
@@ -316,14 +315,14 @@ def _sample_data_record(token, sample_token, ego_pose_token, calibrated_sensor_t
 
 def generate_dataset(config: dict, out_dir, workers: int | None = None, progress: bool = True) -> Path:
     """Write the whole synthetic dataset into `out_dir` (replaced atomically)."""
-    settings = synth_settings(config)
-    version = config.get("dataset", {}).get("version", "v1.0-synth")
+    settings = SynthSettings.from_config(config)
+    version = config["dataset"]["version"]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder: choose another path")
-    num_scenes = int(settings["num_scenes"])
+    num_scenes = settings.num_scenes
     if workers is None:
-        workers = int(settings["workers"]) or min(_usable_cores(), 2 * num_scenes)
+        workers = settings.workers or min(_usable_cores(), 2 * num_scenes)
     with atomic_directory(out) as tmp:
         tasks = [(kind, config, i, str(tmp)) for i in range(num_scenes) for kind in ("camera", "lidar")]
         tasks = [task + ((1 + k % max(workers, 1)) if progress else -1,) for k, task in enumerate(tasks)]

@@ -43,7 +43,7 @@ class LidarPattern:
     ring: np.ndarray
 
 
-def lidar_pattern(azimuth_steps: int = 1084) -> LidarPattern:
+def lidar_pattern(azimuth_steps: int) -> LidarPattern:
     elevation = np.deg2rad(np.linspace(LIDAR_ELEVATION_DEG[0], LIDAR_ELEVATION_DEG[1], LIDAR_NUM_BEAMS))
     # The sweep turns clockwise seen from above, starting behind the car (sensor -y), as the HDL-32E in nuScenes.
     azimuth = -np.pi / 2 - 2 * np.pi * np.arange(azimuth_steps) / azimuth_steps

@@ -19,6 +19,7 @@ from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.synth import kernels
 from uniscene.synth.agents import DT_S, Instances, build_ego, build_instances
 from uniscene.sensors import ego_from_lidar
+from uniscene.settings import section_settings
 from uniscene.synth.sensors import CameraRig, LidarPattern, camera_rig, lidar_pattern
 from uniscene.synth.town import BoxSet, Town, build_town
 
@@ -34,31 +35,27 @@ LIDAR_PERIOD_US = 50_000
 SAMPLE_PERIOD_US = 500_000
 EGO_BOX_OFFSET_M = 1.4  # rear axle (ego origin) to the centre of the ego car's box
 
-DEFAULTS = {"num_scenes": 3, "duration_s": 6.0, "image_size": [90, 160], "density": 1.0,
-            "lidar_azimuth_steps": 1084, "town_blocks": 4, "workers": 0, "jpeg_quality": 90}
+@dataclass(frozen=True)
+class SynthSettings:
+    """The `synth:` config section (uniscene/schemas/config.schema.yaml: meanings, bounds and defaults)."""
 
+    num_scenes: int
+    duration_s: float
+    image_size: tuple[int, ...]  # (H, W) of the camera images
+    density: float
+    town_blocks: int
+    lidar_azimuth_steps: int
+    jpeg_quality: int
+    workers: int  # 0: one per CPU core
 
-def synth_settings(config: dict) -> dict:
-    """The synth section with defaults filled in, checked (UserError naming the key)."""
-    settings = dict(DEFAULTS)
-    settings.update(config.get("synth") or {})
-    h, w = (int(v) for v in settings["image_size"])
-    if h < 16 or w < 16:
-        raise UserError(f"config key synth.image_size {settings['image_size']} is too small: use at least [16, 16] "
-                        "pixels (the default is [90, 160])")
-    if h * w > 1600 * 900:
-        raise UserError(f"config key synth.image_size {settings['image_size']} is larger than nuScenes' [900, 1600]")
-    if float(settings["duration_s"]) < 1.0:
-        raise UserError(f"config key synth.duration_s must be at least 1 second, got {settings['duration_s']}")
-    if int(settings["num_scenes"]) < 1:
-        raise UserError(f"config key synth.num_scenes must be at least 1, got {settings['num_scenes']}")
-    if float(settings["density"]) <= 0:
-        raise UserError(f"config key synth.density must be positive, got {settings['density']}")
-    if int(settings["lidar_azimuth_steps"]) < 64:
-        raise UserError(f"config key synth.lidar_azimuth_steps must be at least 64, got {settings['lidar_azimuth_steps']}")
-    if int(settings["town_blocks"]) < 2:
-        raise UserError(f"config key synth.town_blocks must be at least 2, got {settings['town_blocks']}")
-    return settings
+    def __post_init__(self):
+        h, w = self.image_size
+        if h * w > 1600 * 900:  # the one bound the schema cannot say
+            raise UserError(f"config key synth.image_size {list(self.image_size)} is larger than nuScenes' [900, 1600]")
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SynthSettings":
+        return section_settings(cls, config, "synth")
 
 
 def scene_name(index: int) -> str:
@@ -118,7 +115,7 @@ class SyntheticScene:
     index: int
     name: str
     location: str
-    settings: dict
+    settings: SynthSettings
     town: Town
     instances: Instances
     ego_xy: np.ndarray  # [K, 2] on the time grid
@@ -240,20 +237,20 @@ class SyntheticScene:
 
 def build_scene(config: dict, scene_index: int) -> SyntheticScene:
     """Re-create synthetic scene `scene_index` from the config (deterministic)."""
-    settings = synth_settings(config)
-    if not 0 <= scene_index < int(settings["num_scenes"]):
-        raise UserError(f"scene index {scene_index} is outside synth.num_scenes={settings['num_scenes']}")
-    rng = np.random.default_rng(scene_seed(int(config.get("seed", 0)), scene_index))
-    location, origin = scene_location(scene_index, int(settings["town_blocks"]))
-    num_samples = int(np.floor(float(settings["duration_s"]) * 2 + 1e-9)) + 1
+    settings = SynthSettings.from_config(config)
+    if not 0 <= scene_index < settings.num_scenes:
+        raise UserError(f"scene index {scene_index} is outside synth.num_scenes={settings.num_scenes}")
+    rng = np.random.default_rng(scene_seed(config["seed"], scene_index))
+    location, origin = scene_location(scene_index, settings.town_blocks)
+    num_samples = int(np.floor(settings.duration_s * 2 + 1e-9)) + 1
     duration = (num_samples - 1) * SAMPLE_PERIOD_US / 1e6
     times = np.arange(int(round(duration / DT_S)) + 2) * DT_S  # one sample past the end
-    town = build_town(rng, origin, num_blocks=int(settings["town_blocks"]), pitch_m=BLOCK_PITCH_M)
+    town = build_town(rng, origin, num_blocks=settings.town_blocks, pitch_m=BLOCK_PITCH_M)
     ego_xy, ego_yaw, ego_speed = build_ego(rng, town, times)
-    instances = build_instances(rng, town, times, float(settings["density"]), ego_xy, ego_yaw)
+    instances = build_instances(rng, town, times, settings.density, ego_xy, ego_yaw)
     return SyntheticScene(
         index=scene_index, name=scene_name(scene_index), location=location, settings=settings, town=town,
         instances=instances, ego_xy=ego_xy, ego_yaw=ego_yaw, ego_speed=ego_speed, times_s=times,
         start_us=TIMESTAMP_BASE_US + scene_index * SCENE_TIMESTAMP_STRIDE_US, num_samples=num_samples,
-        rig=camera_rig(settings["image_size"]), lidar=lidar_pattern(int(settings["lidar_azimuth_steps"])),
+        rig=camera_rig(settings.image_size), lidar=lidar_pattern(settings.lidar_azimuth_steps),
     )

@@ -58,11 +58,12 @@ def lidar_top(num_azimuths: int = NUSCENES_AZIMUTH_STEPS) -> BeamPattern:
 
 
 def beam_pattern(config: dict) -> BeamPattern:
-    """The LIDAR_TOP pattern of the configured dataset (the synthetic one's azimuth steps come from its config)."""
-    if config["dataset"]["kind"] == "synthetic":
-        from uniscene.synth.world import synth_settings
+    """The LIDAR_TOP pattern of the configured dataset (the synthetic one's azimuth steps come from its config).
 
-        return lidar_top(int(synth_settings(config)["lidar_azimuth_steps"]))
+    Reads dataset.kind and synth.lidar_azimuth_steps (stage_config.BEAMS).
+    """
+    if config["dataset"]["kind"] == "synthetic":
+        return lidar_top(config["synth"]["lidar_azimuth_steps"])
     return lidar_top()
 
 

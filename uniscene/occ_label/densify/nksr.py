@@ -27,14 +27,14 @@ def nksr(cloud: Cloud, options: dict) -> Surface:
         ) from error
     if cloud.points.device.type != "cuda":
         raise UserError("occ_label.backend 'nksr' runs on CUDA only: set device: cuda or choose backend splat or poisson")
-    normal, _ = estimate_normals(cloud.points, cloud.view, cloud.group, float(options.get("normal_radius_m") or 2 * cloud.cell_m))
+    normal, _ = estimate_normals(cloud.points, cloud.view, cloud.group, float(options["normal_radius_m"] or 2 * cloud.cell_m))
     reconstructor = nksr_package.Reconstructor(cloud.points.device)
     points_out, groups_out = [cloud.points], [cloud.group]
     for group in torch.unique(cloud.group).tolist():
         members = cloud.group == group
         if int(members.sum()) < 16:
             continue
-        field = reconstructor.reconstruct(cloud.points[members], normal[members], detail_level=float(options.get("nksr_detail", 0.5)))
+        field = reconstructor.reconstruct(cloud.points[members], normal[members], detail_level=float(options["nksr_detail"]))
         mesh = field.extract_dual_mesh(mise_iter=1)
         vertices = mesh.v.float()
         points_out.append(vertices)

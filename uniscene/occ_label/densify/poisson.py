@@ -26,9 +26,9 @@ def poisson(cloud: Cloud, options: dict) -> Surface:
         import open3d as o3d
     except ImportError as error:
         raise UserError(f"occ_label.backend 'poisson' needs Open3D ({error}): pip install open3d-cpu") from error
-    max_depth = int(options.get("poisson_depth", 11))
-    density_quantile = float(options.get("poisson_density_quantile", 0.02))
-    normal, _ = estimate_normals(cloud.points, cloud.view, cloud.group, float(options.get("normal_radius_m") or 2 * cloud.cell_m))
+    max_depth = int(options["poisson_depth"])
+    density_quantile = float(options["poisson_density_quantile"])
+    normal, _ = estimate_normals(cloud.points, cloud.view, cloud.group, float(options["normal_radius_m"] or 2 * cloud.cell_m))
     own_keys = torch.unique(sparse.pack(sparse.cells_of(cloud.points, cloud.cell_m), cloud.group))
     points_out, groups_out = [cloud.points], [cloud.group]
     for group in torch.unique(cloud.group).tolist():

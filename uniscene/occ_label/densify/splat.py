@@ -30,10 +30,10 @@ _OPPOSITE_BITS = (_OPPOSITE.long() << torch.arange(26)).sum(1)  # [26] bitmask o
 
 @register("splat")
 def splat(cloud: Cloud, options: dict) -> Surface:
-    radius_m = float(options.get("splat_radius_m", 1.0))
-    normal_radius_m = float(options.get("normal_radius_m") or 2 * cloud.cell_m)
-    max_samples = int(options.get("max_samples", 5_000_000))
-    max_variation = float(options.get("splat_max_variation", 0.02))
+    radius_m = float(options["splat_radius_m"])
+    normal_radius_m = float(options["normal_radius_m"] or 2 * cloud.cell_m)
+    max_samples = int(options["max_samples"])
+    max_variation = float(options["splat_max_variation"])
     device = cloud.points.device
     if cloud.points.shape[0] == 0:
         return Surface(cloud.points, cloud.group)

@@ -1,0 +1,87 @@
+"""Which config keys each stage reads: one table for the rules, the commands and the provenance.
+
+A stage sees only its subset of the config. `uniscene <command>` keeps only its stage's keys
+after loading the config (a read outside them fails at once, in the tests too); its rule
+passes exactly that subset as a `params` value, so Snakemake reruns a job when, and only when,
+a key of its stage changes (editing `render.min_alpha` reruns the renders and what reads them,
+never the labelling or a model training); and its stores record that subset and its hash.
+
+Keys are dotted paths: "render" is a whole section, "synth.lidar_azimuth_steps" one key of it;
+`section_keys("occ_label", but=(...))` is a section less the keys that another stage reads.
+
+Adding a stage is one line here, e.g.
+
+    "occ_vae_train": ("device", "seed", "grid", "occ_vae"),
+
+then `STAGE = "occ_vae_train"` in its command module (uniscene/commands/<name>.py), and in its
+rule (the file holds the same subset, under a name made of its hash, for a short job line):
+
+    params:
+        config=STAGE_CONFIG["occ_vae_train"],
+        config_file=STAGE_CONFIG_FILE["occ_vae_train"],
+    shell:
+        "uniscene occ-vae-train --config {params.config_file:q} ... > {log} 2>&1"
+"""
+
+import json
+import os
+from pathlib import Path
+
+from uniscene.config import schema
+
+
+def section_keys(section: str, but: tuple = ()) -> tuple:
+    """The dotted keys of a config section (as the schema lists them), less `but`."""
+    return tuple(f"{section}.{key}" for key in schema()["properties"][section]["properties"] if key not in but)
+
+
+SCENE_LIST = ("dataset", "synth.num_scenes")  # what the scene selection reads (uniscene/data/scenes.py)
+BEAMS = ("dataset.kind", "synth.lidar_azimuth_steps")  # the LIDAR_TOP pattern (models/lidar/beams.py)
+OCC_LABEL_COMPARISON = ("compare_backends", "compare_frames")  # read by the metrics alone
+
+STAGE_KEYS = {
+    "synth": ("seed", "grid", "synth", "dataset.version"),
+    "frames": ("dataset.kind", "dataset.dataroot", "dataset.version", "dataset.info_pkl", "synth.num_scenes", "frames"),
+    "frames_infos": SCENE_LIST,
+    "scenes": SCENE_LIST,
+    "occ_label": ("device", "grid", *section_keys("occ_label", but=OCC_LABEL_COMPARISON)),
+    "layout": ("device", "grid", "layout"),
+    "layout_edit": ("device",),
+    "render": ("device", "grid", "render"),
+    "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("source", "ray_drop"))),
+    "lidar": ("device", "seed", "grid", *BEAMS, "lidar.ray_drop", "lidar.cast_batch"),
+    "metrics_frames": SCENE_LIST,
+    "metrics_occ_label": ("device", "grid", *SCENE_LIST, "occ_label"),
+    "metrics_layout": SCENE_LIST,
+    "metrics_render": ("grid", *SCENE_LIST, "render"),
+    "metrics_lidar": ("device", "seed", "grid", *SCENE_LIST, *BEAMS, "lidar"),
+}
+
+
+def stage_config(config: dict, stage: str) -> dict:
+    """The part of `config` (defaults filled in) that `stage` reads, nested as in the config, keys sorted."""
+    subset = {}
+    for key in STAGE_KEYS[stage]:
+        *sections, name = key.split(".")
+        source, target = config, subset
+        for section in sections:
+            source, target = source[section], target.setdefault(section, {})
+        target[name] = source[name]
+    return json.loads(json.dumps(subset, sort_keys=True))
+
+
+def write_stage_config(config: dict, stage: str, folder) -> Path:
+    """`folder/<stage>-<hash>.json` holding the stage's subset; written (atomically) only where missing.
+
+    The hash is the one the stage's stores record, so a store's provenance names its file.
+    """
+    from uniscene.store import config_hash
+
+    subset = stage_config(config, stage)
+    path = Path(folder) / f"{stage}-{config_hash(subset)}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(subset, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    return path
