@@ -27,6 +27,7 @@ from uniscene.models.lidar.network import MODEL_CONFIGS, LidarRangeNet
 from uniscene.models.lidar.pipeline import cast_frames
 from uniscene.models.lidar.train import TrainingSet, train_network
 from uniscene.paths import model_dir, scene_store, truth_store
+from store_examples import complete
 from uniscene.store import open_store, write_store
 
 EPOCHS = 4
@@ -47,7 +48,8 @@ def write_label_stand_in(config, dataroot, scene, out, step: int):
         {"semantics": (("frame", "x", "y", "z"), truth["semantics"].values), "timestamp_us": ("frame", truth["timestamp_us"].values)},
         attrs={"grid_range_m": list(grid.range_m), "voxel_size_m": grid.voxel_size_m, "backend": "truth (test stand-in)"},
     )
-    write_store(out, dataset, stage="occ_label", config_subset={}, inputs=[truth_store(dataroot, scene)], frame_chunk=8)
+    write_store(out, complete(dataset, "occ_label"), stage="occ_label", config_subset={}, inputs=[truth_store(dataroot, scene)],
+                frame_chunk=8)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from test_occ_label import GRID, OCC_TO_LIDARSEG, build_scene
 from uniscene.cli import main as cli
 from uniscene.data.files import write_sweep
 from uniscene.occ_label.semantics import UNLABELLED
+from store_examples import complete
 from uniscene.store import open_store, write_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def write_dataset(root: Path, with_lidarseg: bool = True, location: str | None =
         },
         attrs={"scene": "hand-0000", "dataroot": str(data.resolve()), **({"location": location} if location else {})},
     )
-    return write_store(root / "frames.zarr", dataset, stage="frames", config_subset={})
+    return write_store(root / "frames.zarr", complete(dataset, "frames"), stage="frames", config_subset={})
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from uniscene.metrics.render import resample_nearest, score_scene
 from uniscene.ops.raycast import END_OCCUPIED, traverse_grid
 from uniscene.render.occupancy import RenderSettings
 from uniscene.settings import default_settings
+from store_examples import complete
 from uniscene.store import open_store, write_store
 
 GRID = OccGrid((-8.0, -8.0, -1.0, 32.0, 8.0, 5.4), 0.4)
@@ -105,9 +106,10 @@ def stores(tmp_path_factory):
         },
         attrs={"scene": "hand-0", "dataroot": str(dataroot), "version": "v1.0-hand"},
     )
-    occ = xr.Dataset({"semantics": (("frame", "x", "y", "z"), np.stack([semantics] * t)), "timestamp_us": (("frame",), TIMESTAMPS_US)})
+    occ = xr.Dataset({"semantics": (("frame", "x", "y", "z"), np.stack([semantics] * t)), "timestamp_us": (("frame",), TIMESTAMPS_US)},
+                     attrs=GRID.to_attrs())
     lay = xr.Dataset({"layout": (("frame", "channel", "x", "y"), np.stack([layout] * t)), "timestamp_us": (("frame",), TIMESTAMPS_US)},
-                     attrs={"channel_names": list(LAYOUT_CHANNEL_NAMES)})
+                     attrs={"channel_names": list(LAYOUT_CHANNEL_NAMES), **GRID.to_attrs()})
     cam_semantics, cam_depth = camera_truth(semantics, ego_from_cam, intrinsics)
     truth = xr.Dataset({
         "timestamp_us": (("frame",), TIMESTAMPS_US),
@@ -115,8 +117,9 @@ def stores(tmp_path_factory):
         "cam_depth": (("frame", "cam", "h", "w"), np.stack([cam_depth] * t)),
     })
     paths = {name: root / f"{name}.zarr" for name in ("frames", "occ_label", "layout", "truth")}
-    for name, dataset in (("frames", frames), ("occ_label", occ), ("layout", lay), ("truth", truth)):
-        write_store(paths[name], dataset, stage=name, config_subset={})
+    for name, stage, dataset in (("frames", "frames", frames), ("occ_label", "occ_label", occ), ("layout", "layout", lay),
+                                 ("truth", "synth_truth", truth)):
+        write_store(paths[name], complete(dataset, stage), stage=stage, config_subset={})
     config = {
         "device": "cpu", "seed": 0,
         "dataset": {"kind": "synthetic", "dataroot": str(dataroot), "version": "v1.0-hand", "scenes": "all"},

@@ -14,6 +14,7 @@ import pytest
 from uniscene.cli import main as cli_main
 from uniscene.metrics.render import evaluate
 from uniscene.paths import scene_store, truth_store
+from store_examples import complete
 from uniscene.store import open_store, write_store
 
 SCENE = "synth-0000"
@@ -33,7 +34,7 @@ def rendered(synthetic_dataset, tmp_path_factory):
     every = slice(0, None, FRAME_STRIDE)
     write_store(frames, open_store(root / "all_frames.zarr").isel(frame=every).load(), stage="frames", config_subset={})
     truth = open_store(truth_store(dataroot, SCENE))[["semantics", "timestamp_us"]].isel(frame=every).load()
-    write_store(root / "occupancy.zarr", truth, stage="occ_label", config_subset={})
+    write_store(root / "occupancy.zarr", complete(truth, "occ_label"), stage="occ_label", config_subset={})
     assert cli_main(["layout", "--config", inline, "--frames", str(frames), "--out", str(layout)]) == 0
     argv = ["render", "--config", inline, "--frames", str(frames), "--occupancy", str(root / "occupancy.zarr"),
             "--layout", str(layout), "--out", str(render), "--preview", str(render.with_suffix(".png"))]

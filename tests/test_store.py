@@ -2,36 +2,32 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
+from store_examples import example_dataset
 from uniscene import __version__
-from uniscene import store
+from uniscene import store, store_layouts
 from uniscene.errors import UserError
+from uniscene.store_layouts import LAYOUTS
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIG_SUBSET = {"grid": {"range_m": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], "voxel_size_m": 0.4}, "seed": 7}
 
 
 @pytest.fixture
 def dataset() -> xr.Dataset:
-    """A small store-shaped dataset: T=3 frames, X Y Z = 4 5 2, B=2 boxes, V=6 cameras."""
-    rng = np.random.default_rng(0)
-    return xr.Dataset(
-        {
-            "semantics": (("frame", "x", "y", "z"), rng.integers(0, 18, size=(3, 4, 5, 2), dtype=np.uint8)),
-            "mask_camera": (("frame", "x", "y", "z"), rng.random((3, 4, 5, 2)) > 0.5),
-            "timestamp_us": (("frame",), np.array([1_533_151_603_512_404, 1_533_151_603_595_737, 1_533_151_603_679_070])),
-            "world_from_ego": (("frame", "row", "col"), np.broadcast_to(np.eye(4), (3, 4, 4)).copy()),
-            "depth": (("frame", "cam", "h", "w"), rng.random((3, 6, 2, 3)).astype(np.float16)),
-            "box_category": (("box",), np.array(["vehicle.car", "human.pedestrian.adult"])),
-        },
-        attrs={"scene": "synth-0000", "voxel_size_m": 0.4},
-    )
+    """A small occ_label-shaped dataset: T=3 frames, X Y Z = 4 5 2."""
+    return example_dataset("occ_label")
 
 
 def write(path, dataset, **kwargs):
@@ -39,29 +35,76 @@ def write(path, dataset, **kwargs):
     return store.write_store(path, dataset, **{**defaults, **kwargs})
 
 
-def test_round_trip_keeps_values_dtypes_and_dimension_names(tmp_path, dataset):
-    path = write(tmp_path / "occ_label.zarr", dataset)
-    for opened in (store.open_store(path, "occ_label"), xr.open_zarr(path, zarr_format=3, consolidated=False)):
-        for name, var in dataset.data_vars.items():
+@pytest.mark.parametrize("stage", sorted(LAYOUTS))
+def test_round_trip_of_every_layout(tmp_path, stage):
+    """Values, dtypes, dimension names and attributes of each declared layout survive write and read,
+    through open_store and a plain xarray.open_zarr (consolidated: no warning)."""
+    dataset = example_dataset(stage)
+    path = write(tmp_path / f"{stage}.zarr", dataset, stage=stage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = xr.open_zarr(path, zarr_format=3)
+    for opened in (store.open_store(path, stage), plain):
+        assert set(opened.variables) == set(dataset.variables) == set(LAYOUTS[stage].variables)
+        for name, var in dataset.variables.items():
             assert opened[name].dims == var.dims, name
-            assert opened[name].shape == var.shape, name
-            if var.dtype.kind == "U":
-                assert opened[name].values.tolist() == var.values.tolist()
+            assert store_layouts.dtype_matches(opened[name].dtype, LAYOUTS[stage].variables[name].dtype), name
+            if var.dtype == object:
+                assert opened[name].values.tolist() == var.values.tolist(), name
             else:
                 assert opened[name].dtype == var.dtype, name
                 np.testing.assert_array_equal(opened[name].values, var.values)
-        assert opened.attrs["scene"] == "synth-0000"
+        assert {k: v for k, v in opened.attrs.items() if k != store.PROVENANCE_KEY} == dataset.attrs
+        assert store.store_provenance(opened)["stage"] == stage
+    for name in dataset.variables:
+        meta = json.loads((path / name / "zarr.json").read_text())
+        assert meta["zarr_format"] == 3 and meta["dimension_names"] == list(dataset[name].dims)
+        assert meta["codecs"][-1]["name"] == "crc32c", name  # every chunk carries its checksum
+    assert "consolidated_metadata" in json.loads((path / "zarr.json").read_text())
+
+
+def test_chunks_and_codecs(tmp_path, dataset):
+    path = write(tmp_path / "occ_label.zarr", dataset)
     meta = json.loads((path / "semantics" / "zarr.json").read_text())
-    assert meta["zarr_format"] == 3
-    assert meta["dimension_names"] == ["frame", "x", "y", "z"]
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 4, 5, 2]  # one frame per chunk
     blosc = [codec for codec in meta["codecs"] if codec["name"] == "blosc"]
     assert blosc and blosc[0]["configuration"]["cname"] == "zstd"
+    manifest = store.store_provenance(store.open_store(path))[store.MANIFEST_KEY]
+    assert manifest["semantics"]["count"] == manifest["timestamp_us"]["count"] == 3  # every array is chunked along frame
+    assert sorted(manifest) == sorted(dataset.variables)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.drop_vars("mask_lidar"), r"missing variables \['mask_lidar'\]"),
+    (lambda d: d.assign(extra=d.timestamp_us), r"undeclared variables \['extra'\]"),
+    (lambda d: d.assign(semantics=d.semantics.astype("int16")), "variable 'semantics' has dtype int16, the 'occ_label' layout uint8"),
+    (lambda d: d.assign(timestamp_us=("time", d.timestamp_us.values)), r"variable 'timestamp_us' has dims \('time',\)"),
+    (lambda d: d.drop_attrs(), "lacks the attributes"),
+])
+def test_write_store_checks_the_layout(tmp_path, dataset, change, message):
+    with pytest.raises(store_layouts.LayoutError, match=message):
+        write(tmp_path / "occ_label.zarr", change(dataset))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fixed_dimension_sizes_and_unknown_stages(tmp_path):
+    frames = example_dataset("frames")
+    with pytest.raises(store_layouts.LayoutError, match="'world_from_ego' has 3 along 'row'"):
+        write(tmp_path / "frames.zarr", frames.isel(row=slice(0, 3)), stage="frames")
+    with pytest.raises(store_layouts.LayoutError, match="no store layout declared for stage 'truth'"):
+        write(tmp_path / "truth.zarr", frames, stage="truth")
+
+
+def test_docs_list_exactly_the_declared_layouts():
+    """docs/stores.md's tables are generated from uniscene/store_layouts.py (python -m uniscene.store_layouts docs/stores.md)."""
+    text = (REPO / "docs" / "stores.md").read_text()
+    assert store_layouts.render_docs(text) == text, "docs/stores.md is stale: run python -m uniscene.store_layouts docs/stores.md"
+    assert sorted(re.findall(r"<!-- layout: (\w+) -->", text)) == sorted(LAYOUTS)
 
 
 def test_provenance_attributes(tmp_path, dataset):
     source = tmp_path / "frames.zarr"
-    write(source, dataset, stage="frames")
+    write(source, example_dataset("frames"), stage="frames")
     path = write(tmp_path / "occ_label.zarr", dataset, inputs=[source])
     meta = store.store_provenance(store.open_store(path))
     assert meta["stage"] == "occ_label"
@@ -86,24 +129,34 @@ def test_same_inputs_same_bytes(tmp_path, dataset):
         assert (first / chunk).read_bytes() == (second / chunk).read_bytes(), chunk
 
 
-def test_more_frames_are_appended(tmp_path, dataset):
-    frame_vars = ["semantics", "mask_camera", "timestamp_us", "world_from_ego", "depth"]
-    parts = [dataset.isel(frame=slice(i, i + 1))[frame_vars] for i in range(3)]
-    path = write(tmp_path / "occ_label.zarr", parts[0].assign(box_category=dataset.box_category), more_frames=iter(parts[1:]))
-    opened = store.open_store(path, "occ_label")
-    for name in frame_vars:
-        np.testing.assert_array_equal(opened[name].values, dataset[name].values)
-        assert opened[name].dtype == dataset[name].dtype
-    assert opened["box_category"].values.tolist() == dataset["box_category"].values.tolist()
+def test_more_frames_are_appended(tmp_path):
+    frames = example_dataset("frames", frame=4)
+    frame_vars = [name for name, var in frames.data_vars.items() if "frame" in var.dims]
+    parts = [frames.isel(frame=slice(i, i + 1))[frame_vars] for i in range(1, 4)]
+    path = write(tmp_path / "frames.zarr", frames.isel(frame=slice(0, 1)), stage="frames", more_frames=iter(parts))
+    opened = store.open_store(path, "frames")
+    for name, var in frames.data_vars.items():
+        if var.dtype == object:
+            assert opened[name].values.tolist() == var.values.tolist(), name
+        else:
+            np.testing.assert_array_equal(opened[name].values, var.values)
+            assert opened[name].dtype == var.dtype
+    assert store.store_provenance(opened)[store.MANIFEST_KEY]["world_from_ego"]["count"] == 4
+
+
+def test_appended_frames_are_checked(tmp_path, dataset):
+    with pytest.raises(store_layouts.LayoutError, match="frames appended to .* variable 'semantics' has dtype int16"):
+        write(tmp_path / "occ_label.zarr", dataset, more_frames=[dataset.assign(semantics=dataset.semantics.astype("int16"))])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_while_appending_frames_leaves_no_store(tmp_path, dataset):
     def parts():
-        yield dataset.isel(frame=slice(1, 2))[["semantics"]]
+        yield dataset.isel(frame=slice(1, 2))
         raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError, match="out of memory"):
-        write(tmp_path / "occ_label.zarr", dataset.isel(frame=slice(0, 1))[["semantics"]], more_frames=parts())
+        write(tmp_path / "occ_label.zarr", dataset.isel(frame=slice(0, 1)), more_frames=parts())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -154,7 +207,7 @@ def test_killed_writer_leaves_no_store(tmp_path):
     path = tmp_path / "occ_label.zarr"
     script = textwrap.dedent(
         f"""
-        import os, signal
+        import os, signal, sys
         import numpy as np, xarray as xr
         from uniscene import store
         real_to_zarr = xr.Dataset.to_zarr
@@ -162,7 +215,9 @@ def test_killed_writer_leaves_no_store(tmp_path):
             real_to_zarr(self, *args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
         xr.Dataset.to_zarr = to_zarr_then_die
-        dataset = xr.Dataset({{"semantics": (("frame", "x"), np.zeros((2, 3), np.uint8))}})
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from store_examples import example_dataset
+        dataset = example_dataset("occ_label")
         store.write_store({str(path)!r}, dataset, stage="occ_label", config_subset={{}})
         """
     )
@@ -182,7 +237,7 @@ def test_open_missing_store(tmp_path):
 
 
 def test_open_incomplete_store(tmp_path, dataset):
-    path = write(tmp_path / "frames.zarr", dataset, stage="frames")
+    path = write(tmp_path / "frames.zarr", dataset)
     (path / "zarr.json").unlink()
     with pytest.raises(UserError, match=f"store {path} is incomplete .* delete it and rerun"):
         store.open_store(path)
@@ -192,7 +247,7 @@ def test_open_incomplete_store(tmp_path, dataset):
 
 
 def test_open_damaged_store(tmp_path, dataset):
-    path = write(tmp_path / "frames.zarr", dataset, stage="frames")
+    path = write(tmp_path / "frames.zarr", dataset)
     (path / "zarr.json").write_text("{ not json")
     with pytest.raises(UserError, match=f"store {path} cannot be read"):
         store.open_store(path)
@@ -200,13 +255,13 @@ def test_open_damaged_store(tmp_path, dataset):
 
 def test_open_foreign_store(tmp_path, dataset):
     path = tmp_path / "foreign.zarr"
-    dataset.drop_vars("box_category").to_zarr(path, zarr_format=3, consolidated=False)
+    dataset.to_zarr(path, zarr_format=3, consolidated=False)
     with pytest.raises(UserError, match=f"store {path} was not written by uniscene"):
         store.open_store(path)
 
 
 def test_open_store_of_another_format(tmp_path, dataset):
-    path = write(tmp_path / "frames.zarr", dataset, stage="frames")
+    path = write(tmp_path / "frames.zarr", dataset)
     root = json.loads((path / "zarr.json").read_text())
     root["attributes"][store.PROVENANCE_KEY]["format"] = store.STORE_FORMAT + 1
     (path / "zarr.json").write_text(json.dumps(root))
@@ -214,8 +269,8 @@ def test_open_store_of_another_format(tmp_path, dataset):
         store.open_store(path)
 
 
-def test_open_store_of_another_stage(tmp_path, dataset):
-    path = write(tmp_path / "frames.zarr", dataset, stage="frames")
+def test_open_store_of_another_stage(tmp_path):
+    path = write(tmp_path / "frames.zarr", example_dataset("frames"), stage="frames")
     with pytest.raises(UserError, match="holds stage 'frames', expected 'occ_label'"):
         store.open_store(path, "occ_label")
 

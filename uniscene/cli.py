@@ -28,6 +28,9 @@ COMMANDS = {
 }
 
 
+OUTPUT_ARGUMENTS = ("out", "preview")  # and every export*: checked writable before a command computes
+
+
 def _module(name: str):
     return importlib.import_module(f"uniscene.commands.{name.replace('-', '_')}")
 
@@ -55,7 +58,11 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from uniscene.store import check_writable, read_error
+
     try:
+        for path in output_paths(args):  # before any compute: a bad --out costs nothing
+            check_writable(path)
         from uniscene.config import load_config
         from uniscene.stage_config import stage_config
 
@@ -63,9 +70,24 @@ def main(argv=None) -> int:
         stage = module.config_stage(args) if hasattr(module, "config_stage") else module.STAGE
         module.main(args, stage_config(load_config(args.config), stage))
     except UserError as error:
-        print(f"uniscene {args.command}: error: {error}", file=sys.stderr)
-        return UserError.exit_code
+        return _fail(args.command, error)
+    except Exception as error:  # a corrupt chunk surfaces wherever a stage reads lazily: one line naming store and variable
+        user_error = read_error(error, stores=[v for v in vars(args).values() if isinstance(v, str)])
+        if user_error is None:
+            raise
+        return _fail(args.command, user_error)
     return 0
+
+
+def output_paths(args) -> list:
+    """The paths a command will write: every --out, --preview and --export* argument given."""
+    return [value for name, value in vars(args).items()
+            if isinstance(value, str) and value and (name in OUTPUT_ARGUMENTS or name.startswith("export"))]
+
+
+def _fail(command: str, error: UserError) -> int:
+    print(f"uniscene {command}: error: {error}", file=sys.stderr)
+    return UserError.exit_code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,30 @@ class OccGrid:
         """The config's `grid:` section (its default, in the schema, is the grid above)."""
         return section_settings(cls, config, "grid")
 
+    def to_attrs(self) -> dict:
+        """The store attributes that record this grid (the one place they are written)."""
+        return {"grid_range_m": [float(v) for v in self.range_m], "voxel_size_m": float(self.voxel_size_m)}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict, path) -> "OccGrid":
+        """The grid a store was made on, from its attributes (`to_attrs`); UserError naming `path` if they are absent."""
+        if "grid_range_m" not in attrs or "voxel_size_m" not in attrs:
+            raise UserError(f"store {path} has no grid attributes (grid_range_m, voxel_size_m): delete it and rerun the stage that writes it")
+        return cls(tuple(float(v) for v in attrs["grid_range_m"]), float(attrs["voxel_size_m"]))
+
+    def check_store(self, dataset, path) -> None:
+        """UserError unless the store `dataset` (read from `path`) was made on this grid: range, voxel size and the
+        sizes of its `x`, `y` (and `z`) dimensions. Every stage that reads an occupancy or layout store calls this."""
+        stored = OccGrid.from_attrs(dataset.attrs, path)
+        same = np.allclose(stored.range_m, self.range_m, rtol=0, atol=1e-6) and abs(stored.voxel_size_m - self.voxel_size_m) <= 1e-9
+        sizes = {dim: dataset.sizes[dim] for dim in "xyz" if dim in dataset.sizes}
+        if not same or any(sizes[dim] != self.shape["xyz".index(dim)] for dim in sizes):
+            raise UserError(
+                f"store {path} is on the grid {list(stored.range_m)} at {stored.voxel_size_m} m (x y z sizes "
+                f"{list(sizes.values())}), the config's grid is {list(self.range_m)} at {self.voxel_size_m} m {list(self.shape)}: "
+                f"set grid.range_m / grid.voxel_size_m to match, or rerun the stage that writes the store with this grid"
+            )
+
     @property
     def lower_m(self) -> np.ndarray:  # [3]
         return np.asarray(self.range_m[:3], dtype=np.float64)

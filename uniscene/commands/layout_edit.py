@@ -84,7 +84,7 @@ def main(args, config):
         raise UserError("no edit given: add --drop, --move, --reclass or --add (or --list to see the objects)")
     if not args.out:
         raise UserError("--out is required to write the edited layout store")
-    grid = OccGrid(tuple(dataset.attrs["grid_range_m"]), float(dataset.attrs["voxel_size_m"]))
+    grid = OccGrid.from_attrs(dataset.attrs, args.layout)
     for op, values in args.edits:
         boxes = apply_edit(boxes, op, values, frames)
 

@@ -5,8 +5,6 @@ occ_gen.zarr, config `lidar.source`), runs the trained LidarPipeline and writes 
 with --export, also every sweep as a nuScenes `.pcd.bin` (5 float32 per point) into a folder.
 """
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from uniscene.models.lidar.beams import beam_pattern
 from uniscene.models.lidar.inputs import load_scene_inputs
 from uniscene.models.lidar.pipeline import LidarPipeline, sweeps_from_range_images
 from uniscene.models.lidar.settings import LidarSampling
-from uniscene.store import open_store, write_store
+from uniscene.store import atomic_directory, open_store, write_store
 
 STAGE = "lidar"
 HELP = "generate LiDAR sweeps of one scene from occupancy"
@@ -51,15 +49,9 @@ def lidar_dataset(points, frame_offsets, timestamp_us, ego_from_sensor, attrs: d
 
 def export_sweeps(folder, scene: str, points, frame_offsets, timestamp_us) -> None:
     """`<folder>/<scene>__LIDAR_TOP__<timestamp_us>.pcd.bin` per frame, written aside and moved into place."""
-    folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for t, stamp in enumerate(timestamp_us):
-        write_sweep(tmp / f"{scene}__LIDAR_TOP__{int(stamp)}.pcd.bin", points[frame_offsets[t]:frame_offsets[t + 1]])
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_directory(folder) as tmp:
+        for t, stamp in enumerate(timestamp_us):
+            write_sweep(tmp / f"{scene}__LIDAR_TOP__{int(stamp)}.pcd.bin", points[frame_offsets[t]:frame_offsets[t + 1]])
 
 
 def main(args, config):

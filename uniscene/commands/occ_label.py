@@ -44,7 +44,7 @@ def main(args, config):
     first = next(parts)
     first.attrs.update(
         scene=scene.name,
-        grid_range_m=list(grid.range_m), voxel_size_m=grid.voxel_size_m, backend=options.backend, device=device,
+        **grid.to_attrs(), backend=options.backend, device=device,
         camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid), map_areas=scene.map_areas is not None,
     )
     write_store(args.out, first, stage="occ_label", config_subset=config,

@@ -53,14 +53,12 @@ def main(args, config):
     if "semantics" not in occupancy:
         raise UserError(f"store {args.occupancy} has no 'semantics' variable: point --occupancy at an occ_label.zarr or occ_gen.zarr")
     check_frames(args.occupancy, occupancy["timestamp_us"].values, timestamp_us)
-    if tuple(occupancy["semantics"].shape[1:]) != grid.shape:
-        raise UserError(f"store {args.occupancy} holds a {tuple(occupancy['semantics'].shape[1:])} grid, config key grid gives {grid.shape}: render with the grid it was made on")
+    grid.check_store(occupancy, args.occupancy)
     markings, channel_names = None, LAYOUT_CHANNEL_NAMES
     if args.layout:
         layout = open_store(args.layout, stage="layout")
         check_frames(args.layout, layout["timestamp_us"].values, timestamp_us)
-        if tuple(layout["layout"].shape[2:]) != grid.shape[:2]:
-            raise UserError(f"store {args.layout} has a {tuple(layout['layout'].shape[2:])} x-y grid, the occupancy {grid.shape[:2]}: rerun the layout stage")
+        grid.check_store(layout, args.layout)
         markings = layout["layout"]  # [T, C, X, Y], read a frame at a time
         channel_names = layout.attrs.get("channel_names", LAYOUT_CHANNEL_NAMES)
     size_hw = render_size(settings, frames["cam_image_size"].values)

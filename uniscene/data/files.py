@@ -7,6 +7,7 @@ import numpy as np
 from uniscene.errors import UserError
 
 SWEEP_COLUMNS = ("x", "y", "z", "intensity", "ring")
+POINT_BYTES = 4 * len(SWEEP_COLUMNS)  # float32 per column
 
 
 def read_sweep(path) -> np.ndarray:
@@ -14,12 +15,13 @@ def read_sweep(path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"LiDAR sweep {path} is missing: restore it from the dataset archive (or rerun `uniscene synth`)")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 5:
+    size = path.stat().st_size
+    if size == 0 or size % POINT_BYTES:  # np.fromfile would drop a cut number silently
         raise UserError(
-            f"LiDAR sweep {path} is {'empty' if raw.size == 0 else 'truncated'} ({raw.size * 4} bytes, not a whole number "
-            f"of 5-float points): restore it from the dataset archive"
+            f"LiDAR sweep {path} is {'empty' if size == 0 else 'truncated'} ({size} bytes, not a whole number of "
+            f"{POINT_BYTES}-byte points of 5 float32): restore it from the dataset archive (or rerun `uniscene synth`)"
         )
+    raw = np.fromfile(path, dtype=np.float32)
     return raw.reshape(-1, 5)
 
 

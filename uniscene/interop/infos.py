@@ -40,6 +40,7 @@ from uniscene.classes import DETECTION_CLASS_ID, DETECTION_CLASS_NAMES, LIDARSEG
 from uniscene.classes import detection_class_of, occ_class_of
 from uniscene.boxes import Boxes
 from uniscene.errors import UserError
+from uniscene.store import atomic_file
 from uniscene.frames import camera_variables, instance_variables, interpolate_boxes, sweep_variables
 from uniscene.geometry import (
     invert_transform, make_transform, matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion,
@@ -162,13 +163,9 @@ def export_infos(frames_list, path) -> Path:
         },
         "data_list": data_list,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 # --------------------------------------------------------------------------------------- import

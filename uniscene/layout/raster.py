@@ -293,8 +293,7 @@ def layout_dataset(layout: np.ndarray, timestamp_us, world_from_ego, box_center,
         },
         attrs={
             "channel_names": list(LAYOUT_CHANNEL_NAMES),
-            "grid_range_m": list(grid.range_m),
-            "voxel_size_m": grid.voxel_size_m,
+            **grid.to_attrs(),
             **attrs,
         },
     )

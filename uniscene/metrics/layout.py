@@ -117,7 +117,7 @@ def evaluate(config: dict, results) -> dict:
         if common.size == 0:
             raise UserError(f"no frame of {scene_store(results, scene, 'layout')} has a timestamp in {truth_store(dataroot, scene)}: "
                             f"rerun the layout of scene {scene} on the current dataset")
-        grid = OccGrid(tuple(layout_ds.attrs["grid_range_m"]), float(layout_ds.attrs["voxel_size_m"]))
+        grid = OccGrid.from_attrs(layout_ds.attrs, scene_store(results, scene, "layout"))
         rule = layout_ds.attrs.get("box_rule", BOX_RULES[0])
         semantics = truth_ds["semantics"].values[truth_index]  # [T, X, Y, Z]
         layout_boxes = {name: layout_ds[name].values[layout_index] for name in

@@ -146,7 +146,6 @@ def truth_dataset(scene: SyntheticScene, grid: OccGrid, timestamps_us, world_fro
             "camera_names": list(scene.rig.names),
             "scene": scene.name,
             "location": scene.location,
-            "grid_range_m": list(grid.range_m),
-            "grid_voxel_size_m": grid.voxel_size_m,
+            **grid.to_attrs(),
         },
     )

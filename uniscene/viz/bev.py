@@ -4,13 +4,13 @@ Images are drawn as a driver's map: forward (+x) up, left (+y) to the left, axes
 Letters: T frames, C channels, X Y grid cells.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from uniscene.classes import FREE, LAYOUT_CHANNEL_NAMES, MAP_LAYER_NAMES, OCC_CLASS_ID, OCC_CLASS_NAMES, OCC_COLORS
 from uniscene.grid import OccGrid
+from uniscene.store import atomic_file
 
 # Display colours (RGB) of the layout channels: map layers, then objects in the occupancy colours.
 LAYOUT_COLORS = np.concatenate([
@@ -114,10 +114,7 @@ def _save_bev_figure(path, rows, grid: OccGrid, titles, handles) -> Path:
     handles = list(handles) + [Patch(facecolor="white", edgecolor="black", label="ego")]
     fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=6, frameon=False)
     fig.tight_layout(rect=(0, 0.1 / len(rows), 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

@@ -6,13 +6,13 @@ FRONT_RIGHT) over the back ones (BACK_LEFT, BACK, BACK_RIGHT), then the depth ma
 Letters: V cameras, H W pixels.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from uniscene.sensors import CAMERA_NAMES
 from uniscene.classes import NUM_RENDER_CLASSES, RENDER_COLORS
+from uniscene.store import atomic_file
 
 BACKGROUND_RGB = np.array((40, 40, 40), np.uint8)  # pixels that nothing hit
 # Camera indices in the preview's 2 x 3 rig, as drivers see it.
@@ -55,9 +55,6 @@ def save_png(path, image: np.ndarray) -> Path:
     """Write an RGB image [H, W, 3] uint8 as PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp)
+    return Path(path)

@@ -42,7 +42,7 @@ def load_scene_inputs(frames_path, occupancy_path, grid: OccGrid) -> SceneLidarI
     stage = occupancy.attrs["uniscene"]["stage"]
     if stage not in OCCUPANCY_STAGES:
         raise UserError(f"store {occupancy_path} holds stage '{stage}', expected one of {OCCUPANCY_STAGES}: check --occupancy")
-    check_occupancy_grid(occupancy, occupancy_path, grid)
+    grid.check_store(occupancy, occupancy_path)
     timestamps = frames["timestamp_us"].values
     if not np.array_equal(occupancy["timestamp_us"].values, timestamps):
         raise UserError(
@@ -55,16 +55,6 @@ def load_scene_inputs(frames_path, occupancy_path, grid: OccGrid) -> SceneLidarI
     dataroot = Path(frames.attrs["dataroot"])
     paths = [dataroot / p for p in frames["sweep_path"].values[sweep]]
     return SceneLidarInputs(timestamps, ego_from_sensor, paths, occupancy["semantics"])
-
-
-def check_occupancy_grid(occupancy: xr.Dataset, path, grid: OccGrid) -> None:
-    """UserError unless the store's grid (attributes grid_range_m, voxel_size_m) is the config's grid."""
-    stored = OccGrid(tuple(float(v) for v in occupancy.attrs["grid_range_m"]), float(occupancy.attrs["voxel_size_m"]))
-    if stored != grid or tuple(occupancy["semantics"].shape[1:]) != grid.shape:
-        raise UserError(
-            f"store {path} is on the grid {list(stored.range_m)} at {stored.voxel_size_m} m, the config's grid is "
-            f"{list(grid.range_m)} at {grid.voxel_size_m} m: set grid.range_m / grid.voxel_size_m to match or rebuild the store"
-        )
 
 
 def true_range_images(sweep_paths, pattern: BeamPattern) -> RangeImage:
