@@ -407,13 +407,13 @@ def read_error(error: BaseException, stores=()) -> UserError | None:
     located = _array_in_traceback(cause)
     if located is not None:
         store_root, variable = located
-        chunk = _first_corrupt_chunk(store_root, variable)
+        _, chunk = _first_corrupt_chunk(store_root, variable) or (variable, None)
     else:
         store_root = next((Path(s) for s in stores if (Path(s) / "zarr.json").is_file() and _first_corrupt_chunk(Path(s))), None)
         if store_root is None:
             return UserError(f"a store chunk is corrupt ({cause}): delete the stores this command read and rerun the stages that write them")
         variable, chunk = _first_corrupt_chunk(store_root)
-    where = f" ({variable}/{chunk[1]})" if chunk else ""
+    where = f" ({variable}/{chunk})" if chunk else ""
     return UserError(
         f"store {store_root}: variable '{variable}' has a corrupt chunk{where} (crc32c checksum mismatch): "
         f"delete the store and rerun the stage that writes it"
