@@ -10,6 +10,8 @@ NUSCENES_DEVKIT ?= nuscenes-devkit==1.2.0
 
 setup: $(VENV)/.installed
 
+# The last step puts the slurm profile in your Snakemake config folder (for `snakemake --profile
+# slurm`), unless a profile of that name is there already: that one is kept.
 $(VENV)/.installed: pyproject.toml Makefile
 	tools/install-system-packages
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[poisson,test]"
 	$(PY) -m pip install -q --no-deps "$(NUSCENES_DEVKIT)"
+	$(VENV)/bin/uniscene install-profile slurm --if-missing
 	touch $@
 
 # The default workflow on the embedded synthetic dataset, then its HTML report.

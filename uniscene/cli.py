@@ -25,7 +25,10 @@ COMMANDS = {
     "lidar": "generate LiDAR sweeps of one scene from occupancy",
     "metrics": "score a stage against the synthetic ground truth",
     "scenes": "list the scenes that the config selects (and their train/val split)",
+    "install-profile": "install a Snakemake profile (slurm, local) by name in your Snakemake config folder",
 }
+
+NO_CONFIG = {"install-profile"}  # commands that read no workflow config (they run from any folder)
 
 
 OUTPUT_ARGUMENTS = ("out", "preview")  # and every export*: checked writable before a command computes
@@ -41,10 +44,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<stage>")
     for name, help_text in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.add_argument(
-            "--config", default="config.yaml",
-            help="config YAML/JSON file, or inline YAML/JSON; keys it leaves out take the schema's defaults",
-        )
+        if name not in NO_CONFIG:
+            sub_parser.add_argument(
+                "--config", default="config.yaml",
+                help="config YAML/JSON file, or inline YAML/JSON; keys it leaves out take the schema's defaults",
+            )
         if name == command:
             _module(name).add_arguments(sub_parser)
     return parser
@@ -63,6 +67,9 @@ def main(argv=None) -> int:
     try:
         for path in output_paths(args):  # before any compute: a bad --out costs nothing
             check_writable(path)
+        if args.command in NO_CONFIG:
+            _module(args.command).main(args)
+            return 0
         from uniscene.config import load_config
         from uniscene.stage_config import stage_config
 
