@@ -1,7 +1,8 @@
 """OccVAE: semantic occupancy clips <-> continuous latent frames (UniScene's occupancy VAE).
 
 Encoder (per frame): each voxel's label (0..16, 17 free) is embedded, the height is folded into
-the channels ([X, Y, Z, E] -> [Z * E, X, Y]) and a 2D convolutional encoder with axial attention
+the channels ([X, Y, Z, E] -> [Z * E, X, Y]), cut into p x p patches where patch_size p > 1 (the
+tiny size, to spare a CPU the full-resolution layers), and a 2D convolutional encoder with axial attention
 (along x, then along y) at its lowest resolution maps the frame to a diagonal Gaussian over a
 latent [C, h, w]. Decoder (per clip): the mirror of the encoder, with temporal attention across
 the clip's frames at every level, back to per-voxel logits over the 18 labels.
@@ -41,10 +42,10 @@ NUM_LABELS = FREE + 1  # 18: the 17 classes and free
 # Network sizes by config name (occ_vae.model). `paper` is the reference's: channel multipliers
 # (1, 2, 4), 4 latent channels at a quarter of the grid (4 x 50 x 50 for 200 x 200 x 16).
 MODEL_CONFIGS = {
-    "tiny": dict(embed_dim=4, base_channels=16, channel_multipliers=(1, 2, 2), layers_per_block=1, latent_channels=8,
-                 downsample_factor=4, attention_heads=2, norm_num_groups=8),
+    "tiny": dict(embed_dim=4, base_channels=16, channel_multipliers=(1, 2), layers_per_block=1, latent_channels=8,
+                 downsample_factor=4, patch_size=2, attention_heads=2, norm_num_groups=8),
     "paper": dict(embed_dim=8, base_channels=64, channel_multipliers=(1, 2, 4), layers_per_block=2, latent_channels=4,
-                  downsample_factor=4, attention_heads=8, norm_num_groups=32),
+                  downsample_factor=4, patch_size=1, attention_heads=8, norm_num_groups=32),
 }
 
 
@@ -160,7 +161,8 @@ class OccVAE(ModelMixin, ConfigMixin):
     """Semantic occupancy [B, T, X, Y, Z] (labels 0..17) <-> latents [B, T, C, h, w] <-> logits [B, T, 18, X, Y, Z].
 
     grid_shape: (X, Y, Z) of the occupancy the model is trained for; the height Z is folded into the
-    channels, X and Y must be multiples of `downsample_factor` (= h * d, w * d). Encoding works per
+    channels, X and Y must be multiples of `downsample_factor` d (X = h * d, Y = w * d): a patch_size p
+    stride, then log2(d / p) halvings, after the first levels of `channel_multipliers`. Encoding works per
     frame; decoding attends across the frames of a clip, of any length T.
     """
 
@@ -174,6 +176,7 @@ class OccVAE(ModelMixin, ConfigMixin):
         layers_per_block: int = 2,
         latent_channels: int = 4,
         downsample_factor: int = 4,
+        patch_size: int = 1,
         attention_heads: int = 8,
         norm_num_groups: int = 32,
         scaling_factor: float = 1.0,
@@ -182,11 +185,12 @@ class OccVAE(ModelMixin, ConfigMixin):
         super().__init__()
         grid_x, grid_y, grid_z = (int(v) for v in grid_shape)
         levels = len(channel_multipliers)
-        num_down = round(math.log2(downsample_factor)) if downsample_factor >= 1 else -1
-        if num_down < 0 or 2**num_down != downsample_factor or num_down > levels:
+        steps = downsample_factor // patch_size if patch_size >= 1 and downsample_factor % patch_size == 0 else 0
+        num_down = round(math.log2(steps)) if steps >= 1 else -1
+        if num_down < 0 or 2**num_down != steps or num_down > levels:
             raise ValueError(
-                f"downsample_factor {downsample_factor} must be a power of two of at most 2 ** len(channel_multipliers) "
-                f"= {2 ** levels} (channel_multipliers {tuple(channel_multipliers)})"
+                f"downsample_factor {downsample_factor} must be patch_size {patch_size} times a power of two of at most "
+                f"2 ** len(channel_multipliers) = {2 ** levels} (channel_multipliers {tuple(channel_multipliers)})"
             )
         if grid_x % downsample_factor or grid_y % downsample_factor:
             raise ValueError(f"grid_shape {tuple(grid_shape)}: X and Y must be multiples of downsample_factor {downsample_factor}")
@@ -205,7 +209,8 @@ class OccVAE(ModelMixin, ConfigMixin):
 
         # encoder: embedding -> conv_in -> levels (downsampling after the first num_down) -> mid -> moments
         self.embed = nn.Embedding(NUM_LABELS, embed_dim)
-        self.enc_in = nn.Conv2d(grid_z * embed_dim, channels[0], 3, padding=1)
+        self.enc_in = (nn.Conv2d(grid_z * embed_dim, channels[0], 3, padding=1) if patch_size == 1
+                       else nn.Conv2d(grid_z * embed_dim, channels[0], patch_size, stride=patch_size))
         self.enc_levels = nn.ModuleList()
         previous = channels[0]
         for i, c in enumerate(channels):
@@ -236,7 +241,7 @@ class OccVAE(ModelMixin, ConfigMixin):
                 previous = c
             self.dec_levels.append(nn.ModuleDict({"up": up, "blocks": blocks, "temporal": TemporalAttention(c, attention_heads, groups)}))
         self.dec_norm = nn.GroupNorm(groups, previous, eps=1e-6)
-        self.dec_out = nn.Conv2d(previous, grid_z * NUM_LABELS, 1)
+        self.dec_out = nn.Conv2d(previous, grid_z * NUM_LABELS * patch_size**2, 1)
 
     def latent_shape(self, grid_shape: tuple | None = None) -> tuple:
         """(C, h, w) of one frame's latent for `grid_shape` (default: the model's)."""
@@ -294,8 +299,8 @@ class OccVAE(ModelMixin, ConfigMixin):
             for block in level["blocks"]:
                 hidden = block(hidden, None)
             hidden = level["temporal"](hidden, t)
-        # 3. unfold the height: [B * T, Z * 18, X, Y] -> [B, T, 18, X, Y, Z]
-        logits = self.dec_out(F.silu(self.dec_norm(hidden)))
+        # 3. unfold the patches and the height: [B * T, Z * 18 * p * p, X / p, Y / p] -> [B, T, 18, X, Y, Z]
+        logits = F.pixel_shuffle(self.dec_out(F.silu(self.dec_norm(hidden))), self.config.patch_size)
         x, y = logits.shape[-2:]
         logits = logits.reshape(b, t, z, NUM_LABELS, x, y).permute(0, 1, 3, 4, 5, 2)
         return OccVAEDecoderOutput(logits=logits) if return_dict else (logits,)

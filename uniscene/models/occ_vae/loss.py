@@ -1,0 +1,77 @@
+"""The occupancy VAE's training loss: class-weighted cross-entropy + Lovasz-softmax + KL.
+
+Letters: N voxels, L = 18 labels (17 classes + free).
+"""
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from uniscene.models.occ_vae.network import NUM_LABELS, OccLatentDistribution
+
+# ENet's class weighting, 1 / ln(c + frequency): rare classes (cones, bicycles) weigh up to 1 / ln(c) ~ 50
+# times a class of frequency 1 - c, without the blow-up of 1 / frequency.
+ENET_C = 1.02
+
+
+def class_weights(counts: np.ndarray, kind: str) -> torch.Tensor:
+    """Cross-entropy weights [18] from label counts [18]: `enet` (1 / ln(1.02 + frequency)) or `none` (ones).
+
+    Normalised so that the frequency-weighted mean weight is 1 (the loss keeps the scale of the unweighted one).
+    """
+    counts = np.asarray(counts, np.float64)
+    if counts.shape != (NUM_LABELS,):
+        raise ValueError(f"counts must have {NUM_LABELS} entries (17 classes and free), got shape {counts.shape}")
+    if kind == "none":
+        return torch.ones(NUM_LABELS)
+    if kind != "enet":
+        raise ValueError(f"class weighting must be enet or none, got {kind!r}")
+    frequency = counts / max(counts.sum(), 1.0)
+    weights = 1.0 / np.log(ENET_C + frequency)
+    return torch.as_tensor(weights / max(float((frequency * weights).sum()), 1e-12), dtype=torch.float32)
+
+
+def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax loss (Berman et al. 2018) over the labels present in `labels`, all classes at once.
+
+    probs: [N, L] softmax probabilities; labels: [N] int64. For each label c the voxels are sorted by
+    their error |[label = c] - p_c|, and the errors are weighted by the steps of the Jaccard loss along
+    that order (the gradient of its Lovasz extension). With one-hot `probs` this is the mean over present
+    labels of 1 - IoU.
+    """
+    num_labels = probs.shape[1]
+    foreground = F.one_hot(labels, num_labels).T.to(probs.dtype)  # [L, N]
+    present = foreground.sum(1) > 0
+    if not present.any():
+        return probs.sum() * 0
+    foreground, probs = foreground[present], probs.T[present]  # [P, N]
+    errors, order = (foreground - probs).abs().sort(dim=1, descending=True)
+    sorted_foreground = foreground.gather(1, order)
+    total = sorted_foreground.sum(1, keepdim=True)  # [P, 1]
+    intersection = total - sorted_foreground.cumsum(1)
+    union = total + (1.0 - sorted_foreground).cumsum(1)
+    jaccard = 1.0 - intersection / union  # [P, N], the Jaccard loss of the first k errors
+    steps = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+    return (errors * steps).sum(1).mean()
+
+
+def vae_loss(
+    logits: torch.Tensor,  # [B, T, 18, X, Y, Z]
+    semantics: torch.Tensor,  # [B, T, X, Y, Z] int64
+    latent_dist: OccLatentDistribution,  # over [B, T, C, h, w]
+    weights: torch.Tensor,  # [18] cross-entropy class weights
+    lovasz_weight: float,
+    kl_weight: float,
+) -> tuple:
+    """(total, {"ce", "lovasz", "kl"}): weighted cross-entropy and Lovasz-softmax per voxel, KL per latent element."""
+    b, t, num_labels = logits.shape[:3]
+    logits = logits.float().reshape(b * t, num_labels, *logits.shape[3:])  # [B * T, 18, X, Y, Z]
+    target = semantics.reshape(b * t, *semantics.shape[2:]).long()
+    ce = F.cross_entropy(logits, target, weight=weights.to(logits.device))
+    lovasz = logits.sum() * 0
+    if lovasz_weight > 0:
+        probs = logits.softmax(1).movedim(1, -1).reshape(-1, num_labels)
+        lovasz = lovasz_softmax(probs, target.reshape(-1))
+    kl = latent_dist.kl().float().mean()
+    total = ce + lovasz_weight * lovasz + kl_weight * kl
+    return total, {"ce": float(ce.detach()), "lovasz": float(lovasz.detach()), "kl": float(kl.detach())}
