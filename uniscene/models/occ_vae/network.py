@@ -218,7 +218,7 @@ class OccVAE(ModelMixin, ConfigMixin):
             for _ in range(layers_per_block):
                 blocks.append(_resnet(previous, c, groups))
                 previous = c
-            down = Downsample2D(c, use_conv=True, out_channels=c, padding=1) if i < num_down else nn.Identity()
+            down = Downsample2D(c, use_conv=True, out_channels=c, padding=1, name="op") if i < num_down else nn.Identity()  # "op": no aliased weights (safetensors refuses them)
             self.enc_levels.append(nn.ModuleDict({"blocks": blocks, "down": down}))
         self.enc_mid = nn.ModuleList([_resnet(previous, previous, groups), AxialAttention(previous, attention_heads, groups),
                                       _resnet(previous, previous, groups)])
