@@ -110,6 +110,9 @@ class OccDiT(ModelMixin, ConfigMixin):
     """Layout-conditioned latent-video DiT: (noisy latents [B, T, C, h, w], per-frame timesteps,
     layouts [B, T, L, X, Y]) -> prediction [B, T, C, h, w].
 
+    `sample_size` is the whole latent frame; training may pass crops (with `position_offset`, and
+    layouts already pooled and cropped alike), which the sinusoidal positions make consistent.
+
     `num_frames` / `context_frames`: the clip length and the leading frames given clean as context
     that the network was trained with (the pipeline's defaults). `latent_mean` / `latent_std` (per channel) are the statistics of the VAE's latents on the
     training set; the pipeline normalises latents with them before the network sees them.
@@ -183,11 +186,13 @@ class OccDiT(ModelMixin, ConfigMixin):
         pooled = F.adaptive_avg_pool2d(layout.flatten(0, 1).float(), tuple(self.config.sample_size))
         return pooled.view(batch, frames, *pooled.shape[1:])
 
-    def _positions(self, frames: int, device) -> torch.Tensor:
-        """Sinusoids of (t, y, x): [T, N, D]; t on all D channels, y and x on half each."""
-        grid_h, grid_w = (s // self.config.patch_size for s in self.config.sample_size)
-        dim = self.config.hidden_size
-        ys, xs = torch.meshgrid(torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij")
+    def _positions(self, frames: int, height: int, width: int, offset: tuple, device) -> torch.Tensor:
+        """Sinusoids of (t, y, x): [T, N, D]; t on all D channels, y and x on half each; `offset` (latent
+        cells) places a crop of h x w latent cells where it lies in the whole latent frame."""
+        p, dim = self.config.patch_size, self.config.hidden_size
+        rows = torch.arange(height // p, device=device) + offset[0] // p
+        cols = torch.arange(width // p, device=device) + offset[1] // p
+        ys, xs = torch.meshgrid(rows, cols, indexing="ij")
         spatial = torch.cat([sincos_embedding(ys.reshape(-1), dim // 2), sincos_embedding(xs.reshape(-1), dim // 2)], -1)  # [N, D]
         temporal = sincos_embedding(torch.arange(frames, device=device), dim)  # [T, D]
         return temporal[:, None] + spatial[None]
@@ -200,13 +205,14 @@ class OccDiT(ModelMixin, ConfigMixin):
         layout_dropped: torch.Tensor | None = None,  # [B] bool: use the null layout (classifier-free guidance)
         meta: torch.Tensor | None = None,  # [B, M] scene statistics (off by default: None = the null meta)
         meta_dropped: torch.Tensor | None = None,  # [B] bool: use the null meta for these clips
+        position_offset: tuple = (0, 0),  # latent cells (multiples of p) where a training crop starts in the whole frame
         return_dict: bool = True,
     ):
         batch, frames, channels, height, width = sample.shape
         p, dim = self.config.patch_size, self.config.hidden_size
-        if (channels, height, width) != (self.config.in_channels, *self.config.sample_size):
-            raise ValueError(f"sample must be [B, T, {self.config.in_channels}, {self.config.sample_size[0]}, "
-                             f"{self.config.sample_size[1]}], got {tuple(sample.shape)}")
+        if channels != self.config.in_channels or height % p or width % p:
+            raise ValueError(f"sample must be [B, T, {self.config.in_channels}, h, w] with h, w multiples of patch_size {p} "
+                             f"(the whole frame: {tuple(self.config.sample_size)}), got {tuple(sample.shape)}")
         if layout.shape[:3] != (batch, frames, self.config.layout_channels):
             raise ValueError(f"layout must be [B, T, {self.config.layout_channels}, X, Y] with B, T = {batch}, {frames}, "
                              f"got {tuple(layout.shape)}")
@@ -226,13 +232,16 @@ class OccDiT(ModelMixin, ConfigMixin):
 
         # 2. tokens: latent patches + layout patches (or the null layout) + (t, y, x) sinusoids -> [B, T, N, D]
         x = self.patch_embed(sample.flatten(0, 1)).flatten(2).transpose(1, 2)  # [B T, N, D]
-        pooled = self.pool_layout(layout) if layout.shape[-2:] != (height, width) else layout.float()
+        pooled = layout.float() if layout.shape[-2:] == (height, width) else self.pool_layout(layout)
+        if pooled.shape[-2:] != (height, width):
+            raise ValueError(f"layout {tuple(layout.shape)} pools to {tuple(pooled.shape[-2:])}, the sample is {height} x {width}: "
+                             "pass crops of pooled layouts with crops of latents")
         cond = self.layout_embed(pooled.flatten(0, 1).to(x.dtype)).flatten(2).transpose(1, 2)  # [B T, N, D]
         x = x.view(batch, frames, -1, dim)
         cond = cond.view(batch, frames, -1, dim)
         if layout_dropped is not None:
             cond = torch.where(layout_dropped.view(batch, 1, 1, 1), self.null_layout.to(cond.dtype), cond)
-        x = x + cond + self._positions(frames, sample.device).to(x.dtype)
+        x = x + cond + self._positions(frames, height, width, position_offset, sample.device).to(x.dtype)
 
         # 3. blocks alternating spatial and temporal attention
         for block in self.blocks:
