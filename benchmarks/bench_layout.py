@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--boxes", type=int, default=60)
     args = parser.parse_args()
     grid = OccGrid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), 0.4)
-    settings = default_settings(LayoutSettings, "layout")
+    settings = default_settings(LayoutSettings)
     rng = np.random.default_rng(0)
     world_from_ego, *boxes = scene(args.frames, args.boxes, rng)
     date = datetime.date.today().isoformat()

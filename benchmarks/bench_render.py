@@ -96,7 +96,7 @@ def main():
     semantics, markings = street_scene()
     rig = camera_rig(FULL_SIZE_HW)
     intrinsics = scale_intrinsics(rig.intrinsics, FULL_SIZE_HW, size_hw)  # [6, 3, 3]
-    settings = default_settings(RenderSettings, "render")
+    settings = default_settings(RenderSettings)
     gaussians = occupancy_gaussians(semantics, GRID, markings, settings.scale_voxels, device)
     viewmats = torch.as_tensor(viewmats_from_cameras(rig.ego_from_cam), device=device)
     ks = torch.as_tensor(intrinsics, dtype=torch.float32, device=device)

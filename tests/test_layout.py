@@ -149,7 +149,7 @@ def test_layout_store_round_trip(town, tmp_path):
     _, _, raster, world_from_ego = town
     rng = np.random.default_rng(1)
     center, size, rotation, valid, klass = _random_boxes(rng, len(world_from_ego), 5, world_from_ego)
-    layout = rasterise_layout(raster, world_from_ego, center, size, rotation, valid, klass, GRID, default_settings(LayoutSettings, "layout"))
+    layout = rasterise_layout(raster, world_from_ego, center, size, rotation, valid, klass, GRID, default_settings(LayoutSettings))
     assert layout.shape == (len(world_from_ego), 18) + GRID.shape[:2] and layout.dtype == bool
     timestamp_us = np.arange(len(world_from_ego)) * 83_333
     dataset = layout_dataset(layout, timestamp_us, world_from_ego, center, size, rotation, valid, klass,

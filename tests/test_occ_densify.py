@@ -98,7 +98,7 @@ def test_voxelize_votes_per_voxel():
 
 def backend_options(**changes) -> dict:
     """The densify backends' keys at the schema's defaults, with `changes`."""
-    return default_settings(LabelOptions, "occ_label", **changes).backend_options
+    return default_settings(LabelOptions, **changes).backend_options
 
 
 def _ring_plane(gap_m: float, edge_m: float = 3.0):

@@ -134,12 +134,12 @@ def scene():
 
 @pytest.fixture(scope="module")
 def surface(scene):
-    return build_surface(scene, GRID, default_settings(LabelOptions, "occ_label"))
+    return build_surface(scene, GRID, default_settings(LabelOptions))
 
 
 @pytest.fixture(scope="module")
 def labels(scene, surface):
-    return list(label_frames(surface, scene, GRID, default_settings(LabelOptions, "occ_label", frames_per_batch=24)))
+    return list(label_frames(surface, scene, GRID, default_settings(LabelOptions, frames_per_batch=24)))
 
 
 def truth_semantics(scene: SceneArrays, frame: int, grid: OccGrid = GRID) -> np.ndarray:
@@ -160,7 +160,7 @@ def truth_semantics(scene: SceneArrays, frame: int, grid: OccGrid = GRID) -> np.
 def test_object_points_land_inside_their_box_at_every_frame(scene, surface):
     """The car's points from all sweeps pile up on its true surface in the box frame; its carved
     solid, placed back at each frame's box, lies inside the car at that frame."""
-    options = default_settings(LabelOptions, "occ_label")
+    options = default_settings(LabelOptions)
     scene_from_ego = invert_transform(scene.world_from_scene) @ scene.world_from_sweep_ego
     agg = aggregate_sweeps(scene.points_lidar, scene.sweep_offsets, scene.ego_from_lidar, scene_from_ego,
                            box_track(scene.sweep_timestamp_us / 1e6), scene.lidarseg, options.ego_box_m,
@@ -258,7 +258,7 @@ def test_aggregate_pairs_points_with_every_box_that_holds_them(monkeypatch):
 
 def test_scene_without_lidarseg_labels_static_voxels_others():
     scene = build_scene(labelled=False, duration_s=0.5)
-    options = default_settings(LabelOptions, "occ_label")
+    options = default_settings(LabelOptions)
     surface = build_surface(scene, GRID, options)
     assert (surface.static_classes == OCC_CLASS_ID["others"]).all()
     assert (surface.object_classes == OCC_CLASS_ID["car"]).all()
@@ -271,10 +271,10 @@ def test_an_object_outside_its_annotated_boxes_leaves_no_trail():
     late = scene.sweep_timestamp_us < 1_000_000
     scene.sweep_boxes = Boxes(scene.sweep_boxes.center, scene.sweep_boxes.size, scene.sweep_boxes.rotation,
                               scene.sweep_boxes.valid & ~late[:, None])
-    surface = build_surface(scene, GRID, default_settings(LabelOptions, "occ_label"))
+    surface = build_surface(scene, GRID, default_settings(LabelOptions))
     assert not (surface.static_classes == OCC_CLASS_ID["car"]).any()
     frames = np.flatnonzero(scene.frame_timestamp_us >= 1_000_000)
-    for batch in label_frames(surface, scene, GRID, default_settings(LabelOptions, "occ_label"), frames):
+    for batch in label_frames(surface, scene, GRID, default_settings(LabelOptions), frames):
         for f, semantics in zip(batch.frames, batch.semantics):
             near_box = ndimage.binary_dilation(truth_semantics(scene, f) == OCC_CLASS_ID["car"], np.ones((3, 3, 3)))
             assert not ((semantics != FREE) & (semantics != OCC_CLASS_ID["driveable_surface"]) & (semantics != OCC_CLASS_ID["manmade"]) & ~near_box).any()
@@ -285,7 +285,7 @@ def test_a_fine_grid_runs_without_code_change(scene):
     Scored where the LiDAR looked (mask_lidar): the test cameras' 32 x 24 pixels are too few rays
     to see most 0.1 m voxels."""
     fine = OccGrid((-6.4, -6.4, -1.0, 12.8, 6.4, 5.4), 0.1)  # 192 x 128 x 64
-    options = default_settings(LabelOptions, "occ_label", frames_per_batch=2, splat_radius_m=0.5)  # a smaller disk: its cost grows as (radius / cell)^2
+    options = default_settings(LabelOptions, frames_per_batch=2, splat_radius_m=0.5)  # a smaller disk: its cost grows as (radius / cell)^2
     surface = build_surface(scene, fine, options)
     frames = [0, 23]
     hits = unions = 0

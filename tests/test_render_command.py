@@ -150,7 +150,7 @@ def test_store_layout(stores):
 
 def test_rendered_maps_agree_with_raycast_truth(stores):
     paths, config, dataroot = stores
-    score = score_scene(open_store(paths["render"]), open_store(paths["frames"]), open_store(paths["truth"]), GRID, dataroot, default_settings(RenderSettings, "render").min_alpha)
+    score = score_scene(open_store(paths["render"]), open_store(paths["frames"]), open_store(paths["truth"]), GRID, dataroot, default_settings(RenderSettings).min_alpha)
     figures = score.figures()
     lidar, semantic, truth_depth = figures["depth_vs_lidar"], figures["semantic_in_grid"], figures["depth_vs_truth"]
     assert lidar["num"] > 1000 and lidar["coverage"] > 0.95

@@ -19,7 +19,7 @@ from uniscene.settings import default_settings
 from uniscene.viz.render import preview_image
 
 GRID = OccGrid((-8.0, -8.0, -1.0, 32.0, 8.0, 5.4), 0.4)  # 100 x 40 x 16
-RENDER = default_settings(RenderSettings, "render")
+RENDER = default_settings(RenderSettings)
 ROAD, SIDEWALK, CAR = OCC_CLASS_ID["driveable_surface"], OCC_CLASS_ID["sidewalk"], OCC_CLASS_ID["car"]
 PED_CROSSING = RENDER_CLASS_NAMES.index("ped_crossing")
 EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])

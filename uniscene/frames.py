@@ -45,20 +45,18 @@ from uniscene.boxes import IDENTITY_QUATERNION, Boxes
 from uniscene.errors import UserError
 from uniscene.geometry import slerp
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 
 @dataclass(frozen=True)
-class FramesSettings:
+class FramesSettings(Settings):
     """The `frames:` config section (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
+
+    SECTION = "frames"
 
     hold_one_sided_s: float
     hold_parked_s: float
     max_camera_offset_s: float
-
-    @classmethod
-    def from_config(cls, config: dict) -> "FramesSettings":
-        return section_settings(cls, config, "frames")
 
 
 def keyframe_velocity(timestamp_us: np.ndarray, center: np.ndarray, present: np.ndarray) -> np.ndarray:

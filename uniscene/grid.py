@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniscene.errors import UserError
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 
 @dataclass(frozen=True)
-class OccGrid:
+class OccGrid(Settings):
+    SECTION = "grid"  # its default, in the schema, is the grid above
+
     range_m: tuple[float, ...]  # (x_min, y_min, z_min, x_max, y_max, z_max), metres, ego frame
     voxel_size_m: float
 
@@ -29,11 +31,6 @@ class OccGrid:
                 f"grid.range_m {list(self.range_m)} must span a whole number of voxels of "
                 f"grid.voxel_size_m={self.voxel_size_m} along each axis"
             )
-
-    @classmethod
-    def from_config(cls, config: dict) -> "OccGrid":
-        """The config's `grid:` section (its default, in the schema, is the grid above)."""
-        return section_settings(cls, config, "grid")
 
     def to_attrs(self) -> dict:
         """The store attributes that record this grid (the one place they are written)."""

@@ -5,13 +5,15 @@ without defaults (the schema, uniscene/schemas/config.schema.yaml, holds every d
 uniscene.config fills them in):
 
     @dataclass(frozen=True)
-    class LayoutSettings:
+    class LayoutSettings(Settings):
+        SECTION = "layout"
         supersample: int
         ...
 
-        @classmethod
-        def from_config(cls, config: dict) -> "LayoutSettings":
-            return section_settings(cls, config, "layout")
+    LayoutSettings.from_config(config)         # from a loaded config
+    default_settings(LayoutSettings, supersample=2)   # the schema's defaults, changed (tests)
+
+Checks that the schema cannot say go in `__post_init__`.
 
 A class may take only some of a section's keys (LidarSettings trains, LidarSampling samples);
 the others are left to the classes that read them. A key that neither the class nor the
@@ -23,6 +25,16 @@ import types
 import typing
 
 from uniscene.errors import UserError
+
+
+class Settings:
+    """Base of the settings dataclasses: `SECTION` names the config section they are read from."""
+
+    SECTION = ""
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return section_settings(cls, config, cls.SECTION)
 
 
 def section_settings(cls, config: dict, section: str):
@@ -47,11 +59,11 @@ def section_settings(cls, config: dict, section: str):
     return cls(**{name: _convert(values[name], hints[name]) for name in fields})
 
 
-def default_settings(cls, section: str, **changes):
-    """`cls` from the schema's defaults of `section`, with `changes` (for tests and benchmarks)."""
+def default_settings(cls, **changes):
+    """`cls` (a Settings) from the schema's defaults of its section, with `changes` (for tests and benchmarks)."""
     from uniscene.config import defaults
 
-    return section_settings(cls, {section: {**defaults()[section], **changes}}, section)
+    return cls.from_config({cls.SECTION: {**defaults()[cls.SECTION], **changes}})
 
 
 def _convert(value, hint):

@@ -31,7 +31,7 @@ from uniscene.classes import DETECTION_CLASS_NAMES, LAYOUT_CHANNEL_NAMES, MAP_LA
 from uniscene.data.maps import LINE_LAYERS, MapRaster
 from uniscene.geometry import invert_transform, quaternion_to_matrix
 from uniscene.grid import OccGrid
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 BOX_RULES = ("overlap", "center")  # when a box footprint sets a cell (see `box_footprints`)
 NUM_MAP_LAYERS = len(MAP_LAYER_NAMES)  # 8
@@ -39,8 +39,10 @@ NUM_OBJECT_CHANNELS = len(DETECTION_CLASS_NAMES)  # 10
 
 
 @dataclass(frozen=True)
-class LayoutSettings:
+class LayoutSettings(Settings):
     """The `layout:` config section (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
+
+    SECTION = "layout"
 
     map_resolution_m: float  # fine raster pixel edge
     map_margin_m: float  # extra map around the grid's reach from the ego path
@@ -49,10 +51,6 @@ class LayoutSettings:
     frame_batch: int  # frames resampled together
     preview_frames: int  # frames shown in the PNG preview
     box_rule: str  # when a box footprint sets a cell: overlap (the occupancy's rule) or center
-
-    @classmethod
-    def from_config(cls, config: dict) -> "LayoutSettings":
-        return section_settings(cls, config, "layout")
 
 
 # ---------------------------------------------------------------------------------------------

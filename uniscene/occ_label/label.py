@@ -40,15 +40,17 @@ from uniscene.occ_label.masks import auto_ray_stride, mask_camera, mask_lidar
 from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
 from uniscene.occ_label.transients import seen_through
 from uniscene.occ_label.voxelize import voxelize
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 STATIC_GROUP = 0  # densify group of the static scene
 BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
 
 
 @dataclass(frozen=True)
-class LabelOptions:
+class LabelOptions(Settings):
     """The `occ_label:` config section but the metrics' compare_* keys (uniscene/schemas/config.schema.yaml: meanings, defaults)."""
+
+    SECTION = "occ_label"
 
     backend: str
     ego_box_m: tuple[float, ...]
@@ -80,10 +82,6 @@ class LabelOptions:
     poisson_depth: int
     poisson_density_quantile: float
     nksr_detail: float
-
-    @classmethod
-    def from_config(cls, config: dict) -> "LabelOptions":
-        return section_settings(cls, config, "occ_label")
 
     @property
     def backend_options(self) -> dict:

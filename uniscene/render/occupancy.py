@@ -20,14 +20,16 @@ from uniscene.grid import OccGrid
 from uniscene.render import gsplat_renderer, torch_renderer
 from uniscene.render.cameras import viewmats_from_cameras
 from uniscene.render.gaussians import occupancy_gaussians
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 BACKENDS = ("auto", "gsplat", "torch")
 
 
 @dataclass(frozen=True)
-class RenderSettings:
+class RenderSettings(Settings):
     """The render stage's config section `render` (uniscene/schemas/config.schema.yaml: meanings and defaults)."""
+
+    SECTION = "render"
 
     source: str  # occupancy rendered: label | generated
     image_size: tuple[int, ...] | None  # (H, W) of the maps; None: the dataset's camera images
@@ -39,10 +41,6 @@ class RenderSettings:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise UserError(f"config key render.backend is {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-
-    @classmethod
-    def from_config(cls, config: dict) -> "RenderSettings":
-        return section_settings(cls, config, "render")
 
 
 @dataclass

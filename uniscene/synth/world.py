@@ -19,7 +19,7 @@ from uniscene.geometry import make_transform, yaw_to_quaternion
 from uniscene.synth import kernels
 from uniscene.synth.agents import DT_S, Instances, build_ego, build_instances
 from uniscene.sensors import ego_from_lidar
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 from uniscene.synth.sensors import CameraRig, LidarPattern, camera_rig, lidar_pattern
 from uniscene.synth.town import BoxSet, Town, build_town
 
@@ -36,8 +36,10 @@ SAMPLE_PERIOD_US = 500_000
 EGO_BOX_OFFSET_M = 1.4  # rear axle (ego origin) to the centre of the ego car's box
 
 @dataclass(frozen=True)
-class SynthSettings:
+class SynthSettings(Settings):
     """The `synth:` config section (uniscene/schemas/config.schema.yaml: meanings, bounds and defaults)."""
+
+    SECTION = "synth"
 
     num_scenes: int
     duration_s: float
@@ -52,10 +54,6 @@ class SynthSettings:
         h, w = self.image_size
         if h * w > 1600 * 900:  # the one bound the schema cannot say
             raise UserError(f"config key synth.image_size {list(self.image_size)} is larger than nuScenes' [900, 1600]")
-
-    @classmethod
-    def from_config(cls, config: dict) -> "SynthSettings":
-        return section_settings(cls, config, "synth")
 
 
 def scene_name(index: int) -> str:

@@ -6,12 +6,14 @@ model. Meanings and defaults: uniscene/schemas/config.schema.yaml.
 
 from dataclasses import dataclass, fields
 
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 
 @dataclass(frozen=True)
-class LidarSettings:
+class LidarSettings(Settings):
     """The model and its training."""
+
+    SECTION = "lidar"
 
     model: str  # network size: tiny | paper (uniscene.models.lidar.network.MODEL_CONFIGS)
     epochs: int
@@ -21,21 +23,15 @@ class LidarSettings:
     frame_stride: int  # train on every n-th 12 Hz frame
     cast_batch: int  # sweeps cast through occupancy (and run through the network) together
 
-    @classmethod
-    def from_config(cls, config: dict) -> "LidarSettings":
-        return section_settings(cls, config, "lidar")
-
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
-class LidarSampling:
+class LidarSampling(Settings):
     """Sweeps from a trained model."""
+
+    SECTION = "lidar"
 
     ray_drop: str  # threshold: dropped where p > 0.5; sample: each ray drops with its predicted probability (seeded)
     cast_batch: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> "LidarSampling":
-        return section_settings(cls, config, "lidar")
