@@ -20,6 +20,8 @@ COMMANDS = {
     "occ-label": "semantic occupancy labels of one scene from aggregated LiDAR",
     "layout": "BEV layouts of one scene (map layers and object footprints)",
     "layout-edit": "edit a layout store: drop, add, move or re-class objects",
+    "train-occ-dit": "train the layout-conditioned occupancy DiT on the occupancy VAE's latents",
+    "occ-gen": "generate the semantic occupancy of one scene from its layout",
     "render": "render occupancy into per-camera semantic and depth maps",
     "train-lidar": "train the LiDAR generator on label occupancy",
     "lidar": "generate LiDAR sweeps of one scene from occupancy",

@@ -37,6 +37,8 @@ def section_keys(section: str, but: tuple = ()) -> tuple:
 
 SCENE_LIST = ("dataset", "synth.num_scenes")  # what the scene selection reads (uniscene/data/scenes.py)
 BEAMS = ("dataset.kind", "synth.lidar_azimuth_steps")  # the LIDAR_TOP pattern (models/lidar/beams.py)
+OCC_GEN = tuple(f"occ_dit.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "leak_noise_prior",
+                                               "noise_prior_weight", "leak_meta"))  # generation (models/occ_dit/settings.py)
 OCC_LABEL_COMPARISON = ("compare_backends", "compare_frames")  # read by the metrics alone
 
 STAGE_KEYS = {
@@ -50,6 +52,8 @@ STAGE_KEYS = {
     "render": ("device", "grid", "render"),
     "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("source", "ray_drop"))),
     "lidar": ("device", "seed", "grid", *BEAMS, "lidar.ray_drop", "lidar.cast_batch"),
+    "train_occ_dit": ("device", "seed", "grid", *(k for k in section_keys("occ_dit") if k not in OCC_GEN + ("occ_dit.eval_frames",))),
+    "occ_gen": ("device", "seed", "grid", *OCC_GEN),
     "metrics_frames": SCENE_LIST,
     "metrics_occ_label": ("device", "grid", *SCENE_LIST, "occ_label"),
     "metrics_layout": SCENE_LIST,
