@@ -1,4 +1,4 @@
-# uniscene: occupancy-centric driving-scene generation. See README.md and DESIGN.md.
+# uniscene: occupancy-centric driving-scene generation. See README.md and docs/architecture.md.
 # The config is checked, and its defaults filled in, by workflow/common.smk with uniscene's own schema.
 from snakemake.utils import min_version
 

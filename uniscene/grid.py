@@ -1,6 +1,6 @@
 """The occupancy grid: an ego-frame box (x forward, y left, z up) cut into cubic voxels.
 
-Arrays on the grid are indexed [x, y, z]. The default is DESIGN.md's Occ3D grid:
+Arrays on the grid are indexed [x, y, z]. The default (docs/architecture.md, Conventions) is Occ3D's grid:
 range [-40, -40, -1, 40, 40, 5.4] m at 0.4 m, shape (200, 200, 16).
 """
 

@@ -1,4 +1,4 @@
-"""Default paths of the workflow's outputs (DESIGN.md, 'Default paths'); one definition each."""
+"""Default paths of the workflow's outputs (docs/architecture.md, 'The stages'); one definition each."""
 
 from pathlib import Path
 

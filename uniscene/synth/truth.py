@@ -114,7 +114,7 @@ class CameraVisibility:
 
 def truth_dataset(scene: SyntheticScene, grid: OccGrid, timestamps_us, world_from_ego, semantics, mask_camera,
                   cam_semantics, cam_depth, instance_tokens) -> xr.Dataset:
-    """The truth store of one scene: arrays on T frames (see DESIGN / the synth brief for the layout)."""
+    """The truth store of one scene: arrays on T frames (layout: uniscene/store_layouts.py, docs/stores.md)."""
     t_s = (np.asarray(timestamps_us) - scene.start_us) / 1e6
     centers, sizes, rotations, present = [], [], [], []
     for k, t in enumerate(t_s):
