@@ -20,6 +20,8 @@ COMMANDS = {
     "occ-label": "semantic occupancy labels of one scene from aggregated LiDAR",
     "layout": "BEV layouts of one scene (map layers and object footprints)",
     "layout-edit": "edit a layout store: drop, add, move or re-class objects",
+    "train-occ-vae": "train the occupancy VAE on label occupancy (or Occ3D's)",
+    "eval-occ-vae": "score a trained occupancy VAE on occupancy stores or an Occ3D folder",
     "train-occ-dit": "train the layout-conditioned occupancy DiT on the occupancy VAE's latents",
     "occ-gen": "generate the semantic occupancy of one scene from its layout",
     "render": "render occupancy into per-camera semantic and depth maps",

@@ -52,6 +52,9 @@ STAGE_KEYS = {
     "render": ("device", "grid", "render"),
     "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("source", "ray_drop"))),
     "lidar": ("device", "seed", "grid", *BEAMS, "lidar.ray_drop", "lidar.cast_batch"),
+    # the dataset's tables order Occ3D's samples (occ_vae.source occ3d / both)
+    "train_occ_vae": ("device", "seed", "grid", "dataset.dataroot", "dataset.version", *section_keys("occ_vae", but=("eval_batch",))),
+    "eval_occ_vae": ("device", "grid", "dataset.dataroot", "dataset.version", "occ_vae.clip_frames", "occ_vae.eval_batch"),
     "train_occ_dit": ("device", "seed", "grid", *(k for k in section_keys("occ_dit") if k not in OCC_GEN + ("occ_dit.eval_frames",))),
     "occ_gen": ("device", "seed", "grid", *OCC_GEN),
     "metrics_frames": SCENE_LIST,
