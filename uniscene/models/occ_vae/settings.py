@@ -30,6 +30,7 @@ class OccVAESettings:
     kl_weight: float
     lovasz_weight: float
     class_weights: str  # enet | none
+    num_workers: int  # DataLoader processes reading clips
 
     @classmethod
     def from_config(cls, config: dict) -> "OccVAESettings":

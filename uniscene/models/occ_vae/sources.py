@@ -16,22 +16,20 @@ import numpy as np
 
 from uniscene.data import occ3d
 from uniscene.errors import UserError
+from uniscene.grid import OccGrid
 from uniscene.store import fingerprint, open_store
 
 
 class StoreSequence:
     """The frames of an occupancy store; `name` is the store's scene (attribute) or its folder's name."""
 
-    def __init__(self, path, grid_shape: tuple):
+    def __init__(self, path, grid: OccGrid):
         self.path = Path(path)
         dataset = open_store(self.path)
         if "semantics" not in dataset or dataset["semantics"].dims != ("frame", "x", "y", "z"):
             raise UserError(f"store {self.path} holds no occupancy (no semantics (frame, x, y, z)): pass an occ_label, "
                             f"occ_gen or synthetic truth store")
-        shape = tuple(dataset["semantics"].shape[1:])
-        if shape != tuple(grid_shape):
-            raise UserError(f"store {self.path} has grid {shape}, expected {tuple(grid_shape)}: use stores made with the "
-                            f"same grid (grid.range_m, grid.voxel_size_m) as the model")
+        grid.check_store(dataset, self.path)
         self.name = str(dataset.attrs.get("scene") or self.path.parent.name or self.path.stem)
         self.num_frames = int(dataset.sizes["frame"])
         self.has_mask = "mask_camera" in dataset
@@ -72,14 +70,14 @@ class Occ3DSequence:
         return f"occ3d:{len(stats)}:{sum(size for _, size in stats)}"
 
 
-def store_sequences(paths, grid_shape: tuple) -> list:
-    return [StoreSequence(path, grid_shape) for path in paths]
+def store_sequences(paths, grid: OccGrid) -> list:
+    return [StoreSequence(path, grid) for path in paths]
 
 
-def occ3d_sequences(root, scenes, config: dict, grid_shape: tuple) -> list:
+def occ3d_sequences(root, scenes, config: dict, grid: OccGrid) -> list:
     """Sequences of `scenes` (None: every scene folder) of the Occ3D folder `root`, ordered by the config's dataset tables."""
     from uniscene.data.reader import open_dataset
 
     names = list(scenes) if scenes else occ3d.scene_names(root)
     nusc = open_dataset(config["dataset"]["dataroot"], config["dataset"]["version"])
-    return [Occ3DSequence(occ3d.occ3d_scene(root, nusc, name, grid_shape)) for name in names]
+    return [Occ3DSequence(occ3d.occ3d_scene(root, nusc, name, grid.shape)) for name in names]

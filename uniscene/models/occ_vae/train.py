@@ -86,7 +86,7 @@ def latent_scale(vae: OccVAE, dataset: ClipDataset, max_frames: int = SCALE_FRAM
 
 def training_config(settings: OccVAESettings, seed: int) -> TrainingConfig:
     return TrainingConfig(batch_size=settings.batch_size, learning_rate=settings.learning_rate, steps=settings.steps,
-                          ema_decay=settings.ema_decay, seed=seed, log_every=max(1, min(50, settings.steps // 20)),
+                          ema_decay=settings.ema_decay, seed=seed, num_workers=settings.num_workers, log_every=max(1, min(50, settings.steps // 20)),
                           checkpoint_every=max(1, min(500, settings.steps // 4)))
 
 
