@@ -289,9 +289,12 @@ def test_atomic_directory_gives_readable_modes_and_replaces(tmp_path):
         os.write(fd, b"w")
         os.close(fd)
         (tmp / "sub").mkdir(mode=0o700)
+        (tmp / "sub" / "run.sh").write_text("#!/bin/sh\n")
+        os.chmod(tmp / "sub" / "run.sh", 0o700)
     mask = os.umask(0)
     os.umask(mask)
     assert (path / "weights.safetensors").stat().st_mode & 0o777 == 0o644 & ~mask
+    assert (path / "sub" / "run.sh").stat().st_mode & 0o777 == 0o755 & ~mask  # an executable stays one
     assert (path / "sub").stat().st_mode & 0o777 == 0o755 & ~mask
     assert path.stat().st_mode & 0o777 == 0o755 & ~mask
     with store.atomic_directory(path) as tmp:

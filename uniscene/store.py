@@ -171,16 +171,20 @@ def _make_readable(path: Path) -> None:
     """Give `path` (and everything under a folder) mode 0644 / 0755 less the umask.
 
     Some writers create files 0600 (temporary-file APIs, safetensors); outputs on a shared
-    filesystem must be readable by the others who run the pipeline.
+    filesystem must be readable by the others who run the pipeline. Executables get 0755.
     """
     mask = _umask()
+
+    def file_mode(file) -> int:  # an executable keeps its x bits
+        return (DIR_MODE if os.stat(file).st_mode & 0o100 else FILE_MODE) & ~mask
+
     if path.is_dir():
         for root, dirs, files in os.walk(path):
             os.chmod(root, DIR_MODE & ~mask)
             for name in files:
-                os.chmod(os.path.join(root, name), FILE_MODE & ~mask)
+                os.chmod(os.path.join(root, name), file_mode(os.path.join(root, name)))
     else:
-        os.chmod(path, FILE_MODE & ~mask)
+        os.chmod(path, file_mode(path))
 
 
 def _remove(path: Path) -> None:

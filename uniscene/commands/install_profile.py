@@ -9,12 +9,12 @@ The profiles ship inside the package (`uniscene/profiles`, a link to the reposit
 install too. An existing profile folder is never replaced unless `--force` is given.
 """
 
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from uniscene.errors import UserError
+from uniscene.store import atomic_directory
 
 HELP = "install a Snakemake profile (slurm, local) by name in your Snakemake config folder"
 NEEDS_CONFIG = False  # reads no workflow config: runs from any folder
@@ -59,19 +59,10 @@ def install_profile(name: str, folder: Path, force: bool = False) -> Path:
             f"Snakemake profile folder {target} already exists (yours or installed earlier) and was left as it is: "
             f"use it as it is, or rerun with --force to replace it with uniscene's, or remove it first"
         )
-    # Copy into a hidden sibling, then rename: a failed copy leaves no half-written profile.
-    temporary = folder / f".{name}.tmp-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temporary, ignore_errors=True)
-        shutil.copytree(profiles[name], temporary)
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        elif target.exists():
-            shutil.rmtree(target)
-        temporary.rename(target)
+    try:  # into a hidden sibling, then renamed: a failed copy leaves no half-written profile
+        with atomic_directory(target) as temporary:
+            shutil.copytree(profiles[name], temporary, dirs_exist_ok=True)
     except OSError as error:  # not writable, or a file where the folder should be
-        shutil.rmtree(temporary, ignore_errors=True)
         raise UserError(
             f"cannot write the Snakemake profile folder {target} ({error.strerror}): make {folder} a folder "
             f"that you may write (for --site: run as its owner, or leave out --site)"
