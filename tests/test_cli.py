@@ -91,3 +91,12 @@ def test_unknown_scene(tmp_path):
     out = frames(tmp_path, str(config), scene="synth-0099")
     assert_user_error(out, "frames", "synth-0099", "synth-0000")
     assert not (tmp_path / "results").exists()
+
+
+def test_scenes_lists_the_selection_with_every_key_at_its_default(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")  # no key at all: the schema's defaults (the embedded dataset, 3 scenes)
+    out = uniscene("scenes", "--config", "empty.yaml", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["synth-0000\ttrain", "synth-0001\ttrain", "synth-0002\tval"]
+    out = uniscene("scenes", "--config", str(write_config(tmp_path, **{"dataset.scenes": ["synth-0001"]})), "--split", "train", cwd=tmp_path)
+    assert out.stdout.splitlines() == ["synth-0001\ttrain"]
