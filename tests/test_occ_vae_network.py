@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from uniscene.models.occ_vae.loss import class_weights, lovasz_softmax, vae_loss
+from uniscene.models.occ_vae.loss import ENET_C, class_weights, lovasz_softmax, vae_loss
 from uniscene.models.occ_vae.network import MODEL_CONFIGS, NUM_LABELS, OccLatentDistribution, OccVAE
 from uniscene.models.occ_vae.scenes import clip_starts, decode_scene, encode_frames
 
@@ -77,7 +77,7 @@ def test_class_weights():
     frequency = counts / counts.sum()
     assert weights[8] > weights[4] > weights[17]  # rarer, heavier
     assert float((frequency * weights).sum()) == pytest.approx(1.0, rel=1e-6)
-    assert weights[8] / weights[17] == pytest.approx(math.log(1.02 + frequency[17]) / math.log(1.02 + frequency[8]), rel=1e-5)
+    assert weights[8] / weights[17] == pytest.approx(math.log(ENET_C + frequency[17]) / math.log(ENET_C + frequency[8]), rel=1e-5)
     assert torch.equal(class_weights(counts, "none"), torch.ones(NUM_LABELS))
 
 

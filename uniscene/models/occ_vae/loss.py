@@ -9,13 +9,15 @@ from torch.nn import functional as F
 
 from uniscene.models.occ_vae.network import NUM_LABELS, OccLatentDistribution
 
-# ENet's class weighting, 1 / ln(c + frequency): rare classes (cones, bicycles) weigh up to 1 / ln(c) ~ 50
-# times a class of frequency 1 - c, without the blow-up of 1 / frequency.
-ENET_C = 1.02
+# ENet's class weighting, 1 / ln(c + frequency): rare classes (cones, bicycles) weigh more, without the blow-up
+# of 1 / frequency. ENet's c = 1.02 lets a rare class weigh ~30 times free space, and the tiny model then marked
+# free voxels occupied (geometric IoU 24 at mIoU 23 after 200 steps); c = 1.2 bounds that at ~4 (IoU 66 at 200
+# steps, 74 with mIoU 32 at 400; crops of 96 cells, 2-frame clips, demo-like scenes).
+ENET_C = 1.2
 
 
 def class_weights(counts: np.ndarray, kind: str) -> torch.Tensor:
-    """Cross-entropy weights [18] from label counts [18]: `enet` (1 / ln(1.02 + frequency)) or `none` (ones).
+    """Cross-entropy weights [18] from label counts [18]: `enet` (1 / ln(ENET_C + frequency)) or `none` (ones).
 
     Normalised so that the frequency-weighted mean weight is 1 (the loss keeps the scale of the unweighted one).
     """

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.utils import BaseOutput
@@ -135,13 +135,16 @@ class AxialAttention(nn.Module):
 class TemporalAttention(nn.Module):
     """Self-attention across the T frames of a clip at every cell of [B * T, C, h, w] feature maps.
 
-    Frames are told apart by a sinusoidal embedding of their index within the clip.
+    Frames are told apart by a sinusoidal embedding of their index within the clip. The attention is
+    plain batched matrix products: a full-resolution level makes B * X * Y sequences of T frames, far more
+    than the fused SDPA kernels take (cuDNN's failed in backward at 160 000 of them on an H100).
     """
 
     def __init__(self, channels: int, heads: int, groups: int):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.attn = _attention(channels, heads)
+        self.attn.set_processor(AttnProcessor())
 
     def forward(self, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:  # [B * T, C, h, w]
         bt, c, h, w = hidden.shape
