@@ -29,7 +29,7 @@ from uniscene.classes import LAYOUT_CHANNEL_NAMES
 
 MODEL_CONFIGS = {
     # trains in minutes on 2 CPU cores (the default run and the tests)
-    "tiny": dict(hidden_size=64, depth=4, num_heads=4, patch_size=1, mlp_ratio=2.0),
+    "tiny": dict(hidden_size=64, depth=4, num_heads=4, patch_size=2, mlp_ratio=2.0),
     # the method's size (GPUs): hidden 512, 12 blocks (6 spatial + 6 temporal), 16 heads, patch 2
     "paper": dict(hidden_size=512, depth=12, num_heads=16, patch_size=2, mlp_ratio=4.0),
 }

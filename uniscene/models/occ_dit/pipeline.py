@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from uniscene.classes import FREE, OCC_CLASS_ID
 from uniscene.models.occ_dit.network import OccDiT
 from uniscene.models.occ_vae.network import OccVAE
+from uniscene.models.occ_vae.scenes import encode_frames
 
 # Samplers by config name: the reference (DDIM, eta 0) and a faster multistep solver (DPM-Solver++).
 SAMPLERS = {
@@ -124,10 +125,9 @@ class OccGenPipeline(DiffusionPipeline):
         mean, std = self._stats(latents.device)
         return latents * std[:, None, None] + mean[:, None, None]
 
-    @torch.no_grad()
-    def encode(self, semantics: torch.Tensor) -> torch.Tensor:
-        """semantics [B, T, X, Y, Z] -> normalised latent means [B, T, C, h, w] (training data, the noise-prior leak)."""
-        return self.normalise(self.vae.encode(semantics.to(self.device)).latent_dist.mode().float())
+    def encode(self, semantics: torch.Tensor, batch_frames: int = 8) -> torch.Tensor:
+        """semantics [T, X, Y, Z] -> normalised latent means [T, C, h, w] (the noise-prior leak)."""
+        return self.normalise(encode_frames(self.vae, semantics, batch_frames))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -135,25 +135,25 @@ class OccGenPipeline(DiffusionPipeline):
         logits = self.vae.decode(self.denormalise(latents).to(self.vae.dtype)).logits
         return logits.argmax(2).to(torch.uint8)
 
-    # 2. one denoising loop
+    # 2. the denoising loop
 
-    def _denoise(self, latents, context, layout, meta, num_inference_steps, guidance_scale, generator, autocast):
-        """Sample one clip. latents [1, Tc, C, h, w] start noise; context [1, k, C, h, w] clean frames (k may be 0);
-        layout [1, Tc, L, h, w] pooled. Returns the clean clip [1, Tc, C, h, w]."""
-        k = context.shape[1]
-        frames = latents.shape[1]
+    def denoise(self, latents, context, layout, meta=None, num_inference_steps: int = 50, guidance_scale: float = 2.0,
+                generator=None, autocast: bool = False):
+        """Sample B clips at once. latents [B, Tc, C, h, w]: the starting noise; context [B, k, C, h, w]: clean
+        leading frames (k may be 0); layout [B, Tc, L, h, w] pooled; meta [B, M] or None. Returns [B, Tc, C, h, w]."""
+        k, (batch, frames) = context.shape[1], latents.shape[:2]
         guided = guidance_scale != 1.0
         self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        layout_in = layout.expand(2, -1, -1, -1, -1) if guided else layout
-        dropped = torch.tensor([False, True], device=latents.device) if guided else None
-        meta_in = None if meta is None else meta.expand(layout_in.shape[0], -1)
+        layout_in = torch.cat([layout, layout]) if guided else layout
+        dropped = torch.arange(2 * batch, device=latents.device) >= batch if guided else None  # the second half: null layout
+        meta_in = None if meta is None else (torch.cat([meta, meta]) if guided else meta)
         for t in self.scheduler.timesteps:
             model_input = self.scheduler.scale_model_input(latents, t)
             model_input[:, :k] = context  # context frames enter clean, at timestep 0
-            timestep = torch.full((1, frames), float(t), device=latents.device)
+            timestep = torch.full((batch, frames), float(t), device=latents.device)
             timestep[:, :k] = 0
             if guided:
-                model_input, timestep = model_input.expand(2, -1, -1, -1, -1), timestep.expand(2, -1)
+                model_input, timestep = torch.cat([model_input, model_input]), torch.cat([timestep, timestep])
             with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=autocast):
                 prediction = self.transformer(model_input, timestep, layout_in, layout_dropped=dropped, meta=meta_in).sample.float()
             if guided:
@@ -207,8 +207,8 @@ class OccGenPipeline(DiffusionPipeline):
             if prior is not None:
                 noise = noise + noise_prior_weight * prior[None, frames]
             clip_meta = None if meta is None else meta[frames].mean(0, keepdim=True)
-            clean = self._denoise(noise, latents[None, start:start + k], pooled[:, frames], clip_meta, num_inference_steps,
-                                  guidance_scale, generator, autocast)
+            clean = self.denoise(noise, latents[None, start:start + k], pooled[:, frames], clip_meta, num_inference_steps,
+                                 guidance_scale, generator, autocast)
             latents[frames] = clean[0]
             semantics[start + k:start + clip_frames] = self.decode(clean)[0, k:].cpu().numpy()
             clip_of_frame[start + k:start + clip_frames] = clip

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from uniscene.models.occ_dit.network import OccDiT
 from uniscene.models.occ_dit.pipeline import occupancy_meta
 from uniscene.models.occ_dit.settings import OccDiTTraining
+from uniscene.models.occ_vae.scenes import encode_frames
 from uniscene.training import unwrap_model
 
 
@@ -76,8 +77,7 @@ def encode_scene(vae, network: OccDiT, semantics, layout, device: str, batch_fra
     for start in range(0, len(semantics), batch_frames):
         frames = slice(start, start + batch_frames)
         labels = np.asarray(semantics[frames])
-        block = torch.from_numpy(labels).to(device)[:, None]  # [t, 1, X, Y, Z]: frames encode one by one
-        latents.append(vae.encode(block).latent_dist.mode()[:, 0].float().cpu().numpy())
+        latents.append(encode_frames(vae, torch.from_numpy(labels), batch_frames, autocast=device == "cuda").cpu().numpy())
         lay = torch.from_numpy(np.asarray(layout[frames])).to(device)[None]
         pooled.append(network.pool_layout(lay)[0].cpu().numpy().astype(np.float16))
         metas.append(occupancy_meta(labels))

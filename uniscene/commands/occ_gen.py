@@ -1,0 +1,135 @@
+"""`uniscene occ-gen`: semantic occupancy of one scene generated from its layout (docs/stores.md, occ_gen.zarr).
+
+Reads the scene's layout.zarr (or an edited one from `uniscene layout-edit`) and the trained
+OccGenPipeline, and writes occ_gen.zarr with the same arrays as occ_label.zarr. By default it
+reads nothing else of the scene: the label occupancy is opened only for the reference's leak
+options (`--leak-noise-prior`, `--leak-meta`, or occ_dit.leak_* in the config), which need
+`--labels`.
+"""
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from uniscene.config import resolve_device
+from uniscene.errors import UserError
+from uniscene.grid import OccGrid
+from uniscene.store import open_store, write_store
+
+STAGE = "occ_gen"
+HELP = "generate the semantic occupancy of one scene from its layout"
+MASK_MEANING = "all true: generated occupancy has no sensor, every voxel counts as observed"
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="the trained pipeline folder (results/models/occ_dit)")
+    parser.add_argument("--layout", required=True, help="the scene's layout.zarr, or an edited one")
+    parser.add_argument("--out", required=True, help="occ_gen.zarr to write")
+    parser.add_argument("--frames", help="frame range START:STOP (half-open) to generate; default all")
+    parser.add_argument("--sampler", help="override occ_dit.sampler (ddim | dpmsolver++ | euler)")
+    parser.add_argument("--steps", type=int, help="override occ_dit.inference_steps")
+    parser.add_argument("--guidance", type=float, help="override occ_dit.guidance_scale")
+    parser.add_argument("--leak-noise-prior", action="store_true", help="start from the label latents plus noise (reads --labels)")
+    parser.add_argument("--leak-meta", action="store_true", help="condition on the labels' meta vector (reads --labels)")
+    parser.add_argument("--labels", help="the scene's occ_label.zarr: read only by the leak options")
+    parser.add_argument("--preview", help="PNG preview of a few generated frames, seen from above")
+
+
+def load_pipeline(path, grid: OccGrid, device: str):
+    """The trained OccGenPipeline at `path` on `device`, checked against the config's grid."""
+    from pathlib import Path
+
+    from uniscene.models.occ_dit.pipeline import OccGenPipeline
+
+    if not (Path(path) / "model_index.json").is_file():
+        raise UserError(f"{path} holds no trained occupancy generator (no model_index.json): run `snakemake {path}` or point --model at one")
+    pipeline = OccGenPipeline.from_pretrained(path, low_cpu_mem_usage=False)
+    if tuple(pipeline.vae.config.grid_shape) != grid.shape:
+        raise UserError(f"the generator at {path} was trained for the grid {tuple(pipeline.vae.config.grid_shape)}, config key grid "
+                        f"gives {grid.shape}: retrain it with this grid")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)
+
+
+def main(args, config):
+    import torch
+
+    from uniscene.layout.edit import frame_range
+    from uniscene.models.occ_dit.pipeline import SAMPLERS, occupancy_meta, sampler_scheduler
+    from uniscene.models.occ_dit.settings import OccGenSettings
+
+    settings = OccGenSettings.from_config(config)
+    sampler = args.sampler or settings.sampler
+    steps = args.steps or settings.inference_steps
+    guidance = settings.guidance_scale if args.guidance is None else args.guidance
+    leak_noise_prior = args.leak_noise_prior or settings.leak_noise_prior
+    leak_meta = args.leak_meta or settings.leak_meta
+    if sampler not in SAMPLERS:
+        raise UserError(f"sampler '{sampler}' (occ_dit.sampler or --sampler) is unknown: choose one of {sorted(SAMPLERS)}")
+    if (leak_noise_prior or leak_meta) and not args.labels:
+        raise UserError("the leak options read the scene's label occupancy: pass --labels results/scenes/<scene>/occ_label.zarr "
+                        "(or turn occ_dit.leak_noise_prior / occ_dit.leak_meta off)")
+    grid, device, seed = OccGrid.from_config(config), resolve_device(config), int(config["seed"])
+
+    # 1. inputs: the layout (nothing else of the scene by default)
+    layout_store = open_store(args.layout, "layout")
+    frames = frame_range(args.frames, layout_store.sizes["frame"])
+    grid.check_store(layout_store, args.layout)
+    layout = layout_store.isel(frame=frames)
+    pipeline = load_pipeline(args.model, grid, device)
+    pipeline.scheduler = sampler_scheduler(pipeline.scheduler.config, sampler)
+    meta = noise_prior = None
+    if leak_noise_prior or leak_meta:
+        labels = open_store(args.labels, "occ_label")
+        grid.check_store(labels, args.labels)
+        labels = labels.isel(frame=frames)
+        if not np.array_equal(labels["timestamp_us"].values, layout["timestamp_us"].values):
+            raise UserError(f"store {args.labels} holds other frames than {args.layout}: pass the same scene's label store")
+        semantics = labels["semantics"].values
+        meta = occupancy_meta(semantics) if leak_meta else None
+        if leak_noise_prior:
+            noise_prior = pipeline.encode(torch.from_numpy(semantics))
+
+    # 2. generate
+    scene = layout_store.attrs.get("scene", "scene")
+    start = time.perf_counter()
+    output = pipeline(layout["layout"].values, num_inference_steps=steps, guidance_scale=guidance,
+                      generator=torch.Generator().manual_seed(seed), meta=meta, noise_prior=noise_prior,
+                      noise_prior_weight=settings.noise_prior_weight, progress=False)
+    seconds = time.perf_counter() - start
+    num_frames = len(output.semantics)
+    clips = int(output.clip_of_frame.max()) + 1
+    print(f"occ_gen {scene}: {num_frames} frames in {clips} clips with {sampler} x {steps} steps, guidance {guidance}, on {device} "
+          f"in {seconds:.1f} s ({seconds / clips:.2f} s per clip)")
+
+    # 3. the store: occ_label's arrays, masks all true
+    dims = ("frame", "x", "y", "z")
+    observed = np.ones(output.semantics.shape, bool)
+    dataset = xr.Dataset(
+        {
+            "semantics": (dims, output.semantics),
+            "mask_lidar": (dims, observed),
+            "mask_camera": (dims, observed),
+            "clip": (("frame",), output.clip_of_frame),
+            "timestamp_us": (("frame",), layout["timestamp_us"].values),
+        },
+        attrs={
+            "scene": scene, **grid.to_attrs(), "masks": MASK_MEANING,
+            "frames": f"{frames.start}:{frames.stop}", "sampler": sampler, "inference_steps": steps, "guidance_scale": guidance,
+            "clip_frames": pipeline.transformer.config.num_frames, "seed": seed, "leak_noise_prior": leak_noise_prior,
+            "leak_meta": leak_meta, "layout_edits": list(layout_store.attrs.get("edits", [])), "device": device,
+            "generate_seconds": round(seconds, 3), "seconds_per_clip": round(seconds / clips, 4),
+        },
+    )
+    if args.preview:
+        from uniscene.viz.bev import preview_frames, save_occupancy_preview
+
+        indices = preview_frames(num_frames, 4)
+        save_occupancy_preview(args.preview, output.semantics[indices], observed[indices], grid, range(len(indices)),
+                               [f"{scene} generated frame {frames.start + i}" for i in indices])
+    subset = {**config, "generation": {"sampler": sampler, "inference_steps": steps, "guidance_scale": guidance,  # after the overrides
+                                       "leak_noise_prior": leak_noise_prior, "leak_meta": leak_meta,
+                                       "frames": f"{frames.start}:{frames.stop}"}}
+    inputs = [args.model, args.layout] + ([args.labels] if leak_noise_prior or leak_meta else [])
+    write_store(args.out, dataset, stage="occ_gen", config_subset=subset, inputs=inputs, seed=seed, frame_chunk=8)
