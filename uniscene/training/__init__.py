@@ -27,20 +27,25 @@ What it does:
   The dataset is a plain map-style Dataset: the trainer chooses the sampler (a batch sampler
   of index lists through a DataLoader with `num_workers`).
 - Seeded start: a fresh run seeds random / numpy / torch with `seed + RANK`; the data order
-  has its own generator (seed), checkpointed with everything else.
+  has its own generator (seed), checkpointed with everything else. Draw augmentations and
+  diffusion noise from torch's global RNG (different per rank), or, to keep one stream with
+  the data order, from the `generator=` passed in (every rank must then draw alike).
+- Under DDP the gradients are averaged over ranks: a loss that is a mean over its batch gives
+  the gradient of the global batch's mean, as on one process.
 - Optimiser AdamW(learning_rate, weight_decay); schedule `one_cycle` (OneCycleLR, pct_start =
   warmup), `cosine` or `constant` (diffusers' schedules with warmup * steps warm-up steps);
   gradient norm clipped at `grad_clip`; EMA of the weights (diffusers' EMAModel) when
   `ema_decay` > 0; bf16 autocast on CUDA when `mixed_precision` is "bf16".
-- `work_dir/history.jsonl`: one JSON line per logged step (every `log_every` steps and the
-  last): {"step", "epoch" (1-based, of that step), "losses": {"loss": total, **parts} (means
-  over the steps since the last line and over ranks), "lr", "samples_per_s"}.
-- `work_dir/checkpoint/state.pt` every `checkpoint_every` steps and at the last step: model,
-  EMA, optimizer, scheduler, step, data order, generator, every rank's RNG states (torch CPU
-  and CUDA, numpy, random) and the history. Written into a temporary sibling and renamed
-  (`uniscene.store.atomic_directory`): a killed job leaves the previous checkpoint whole. A
-  rerun with the same `run_hash` resumes there bit for bit (on the same number of processes;
-  another number resumes too, with fresh RNG streams); another hash starts afresh.
+- `work_dir/history.jsonl`: one JSON line per logged step (every `log_every` steps, or at the
+  end of each epoch where it is 0, and the last step): {"step", "epoch" (1-based, of that
+  step), "losses": {"loss": total, **parts} (means over the steps since the last line and over
+  ranks), "lr", "samples_per_s"}.
+- `work_dir/checkpoint/state.pt` every `checkpoint_every` steps (0: each epoch) and at the last
+  step: model, EMA, optimizer, scheduler, step, data order, generator, every rank's RNG states
+  (torch CPU and CUDA, numpy, random) and the history. Written into a temporary sibling and
+  renamed (`uniscene.store.atomic_directory`): a killed job leaves the previous checkpoint
+  whole. A rerun with the same `run_hash` resumes there bit for bit (on the same number of
+  processes; another number resumes too, with fresh RNG streams); another hash starts afresh.
 - Ranks: RANK / WORLD_SIZE / LOCAL_RANK from torchrun's environment. Only rank 0 writes and
   shows progress. The model is wrapped in DistributedDataParallel when WORLD_SIZE > 1 and the
   caller has initialised a process group (`torch.distributed.init_process_group`); on CUDA

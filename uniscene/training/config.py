@@ -18,17 +18,19 @@ class TrainingConfig:
     grad_clip: float = 1.0  # largest gradient norm; 0 clips nothing
     ema_decay: float = 0.0  # 0: no EMA; else the decay of diffusers' EMAModel (e.g. 0.999)
     mixed_precision: str = "bf16"  # bf16: autocast to bfloat16 on CUDA; no: float32. The CPU always runs float32
-    log_every: int = 50  # steps per loss-history line (the last step is always logged)
-    checkpoint_every: int = 500  # steps per checkpoint (the last step is always checkpointed)
+    log_every: int = 50  # steps per loss-history line, 0: one per epoch (the last step is always logged)
+    checkpoint_every: int = 500  # steps per checkpoint, 0: one per epoch (the last step is always checkpointed)
     seed: int = 0  # seeds the data order and, offset by the rank, torch / numpy / random
     num_workers: int = 0  # DataLoader worker processes per rank
 
     def __post_init__(self):
         if (self.epochs > 0) == (self.steps > 0):
             raise ValueError(f"TrainingConfig needs exactly one of epochs ({self.epochs}) and steps ({self.steps}) > 0")
-        for name in ("batch_size", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainingConfig.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("log_every", "checkpoint_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainingConfig.learning_rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.warmup < 1.0:

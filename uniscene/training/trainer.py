@@ -146,16 +146,20 @@ class Trainer:
                 window["samples"] += len(indices) * self.rank.world_size
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
-                if self.step % config.log_every == 0 or self.step == self.total_steps:
+                if self._due(config.log_every):
                     self._log(window, epoch, lr, bar)
                     window = {"sums": {}, "steps": 0, "samples": 0, "start": time.perf_counter()}
-                if self.step % config.checkpoint_every == 0 or self.step == self.total_steps:
+                if self._due(config.checkpoint_every):
                     self._checkpoint()
                 if self.step >= self.total_steps:
                     break
         bar.close()
         self.model.eval()
         return self.history
+
+    def _due(self, every: int) -> bool:
+        """Whether the step just taken is one of every `every` steps (0: the last of an epoch), or the last one."""
+        return self.step % (every or self.steps_per_epoch) == 0 or self.step == self.total_steps
 
     def _train_step(self, batch) -> dict:
         batch = _to_device(batch, self.device)
