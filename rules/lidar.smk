@@ -36,3 +36,24 @@ rule lidar_generate:
     shell:
         "uniscene lidar --config {params.config_file:q} --model {input.model:q} --frames {input.frames:q} "
         "--occupancy {input.occupancy:q} --out {output.store:q} --export {output.sweeps:q} > {log} 2>&1"
+
+
+# The no-learning baseline (the occupancy ray-cast alone) that the LiDAR metrics compare the learned sweeps with.
+rule lidar_raycast:
+    input:
+        model="results/models/lidar",
+        frames="results/scenes/{scene}/frames.zarr",
+        occupancy=lambda w: occupancy_store(w.scene, "lidar"),
+    output:
+        directory("results/scenes/{scene}/lidar_raycast.zarr"),
+    log:
+        "logs/lidar_raycast/{scene}.log",
+    benchmark:
+        "logs/lidar_raycast/{scene}.benchmark.tsv"
+    params:
+        config=STAGE_CONFIG["lidar"],
+        config_file=STAGE_CONFIG_FILE["lidar"],
+    threads: 2
+    shell:
+        "uniscene lidar --method raycast --config {params.config_file:q} --model {input.model:q} --frames {input.frames:q} "
+        "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"

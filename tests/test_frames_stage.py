@@ -7,6 +7,7 @@ from uniscene.cli import main as cli_main
 from uniscene.config import dumps, load_config
 from uniscene.data.handmade import write_handmade_dataset
 from uniscene.data.reader import keyframe_annotations, open_dataset, scene_record, scene_samples
+from uniscene.metrics import scene_stores
 from uniscene.metrics.frames import evaluate
 from uniscene.paths import scene_store
 from uniscene.store import open_store, store_provenance
@@ -87,7 +88,7 @@ def test_keyframes_reproduce_annotations_exactly(handmade_run):
 
 def test_metrics_against_truth(handmade_run):
     config, dataroot, results = handmade_run
-    scores = evaluate(config, results)
+    scores = evaluate(config, scene_stores({"frames": [scene_store(results, scene, "frames") for scene in SCENES]}))
     interp, hold = scores["interpolated_between_keyframes"], scores["hold_last_keyframe_between_keyframes"]
     assert interp["median_center_error_m"] < 0.1 < hold["median_center_error_m"]
     assert interp["p95_center_error_m"] < hold["p95_center_error_m"]
@@ -114,9 +115,10 @@ def test_synthetic_dataset(request, tmp_path):
     except pytest.FixtureLookupError:
         pytest.skip("no synthetic_dataset fixture")
     config = {**config, "dataset": {**config["dataset"], "scenes": "all"}}
-    for scene in ("synth-0000", "synth-0001"):
+    scenes = ("synth-0000", "synth-0001")
+    for scene in scenes:
         assert cli_main(["frames", "--config", dumps(config), "--scene", scene, "--out", str(scene_store(tmp_path, scene, "frames"))]) == 0
-    scores = evaluate(config, tmp_path)
+    scores = evaluate(config, scene_stores({"frames": [scene_store(tmp_path, scene, "frames") for scene in scenes]}))
     assert scores["keyframe_exactness"]["center_m"] == 0.0 and scores["keyframe_exactness"]["missing_boxes"] == 0
     assert scores["ego_pose"]["max_translation_error_m"] < 1e-6
     interp, hold = scores["interpolated_moving"], scores["hold_last_keyframe_moving"]
@@ -124,9 +126,9 @@ def test_synthetic_dataset(request, tmp_path):
     # parked instances held over the scene: the world's parked cars never move, so their held boxes are exact
     config["frames"]["hold_parked_s"] = 0.0
     unparked = tmp_path / "unparked"
-    for scene in ("synth-0000", "synth-0001"):
+    for scene in scenes:
         assert cli_main(["frames", "--config", dumps(config), "--scene", scene, "--out", str(scene_store(unparked, scene, "frames"))]) == 0
-    without = evaluate(config, unparked)["interpolated"]
+    without = evaluate(config, scene_stores({"frames": [scene_store(unparked, scene, "frames") for scene in scenes]}))["interpolated"]
     assert scores["interpolated"]["recall"] > without["recall"] + 0.1
     assert scores["interpolated"]["false_valid"] == 0.0
     assert scores["interpolated"]["p95_center_error_m"] < 1e-6

@@ -85,7 +85,8 @@ def test_layout_overlays_truth_occupancy(layout_run):
 def test_metrics_json(layout_run, tmp_path):
     config, _, results = layout_run
     out = tmp_path / "layout.json"
-    assert cli_main(["metrics", "layout", "--config", dumps(config), "--results", str(results), "--out", str(out)]) == 0
+    stores = ["--frames", str(scene_store(results, SCENE, "frames")), "--layout", str(scene_store(results, SCENE, "layout"))]
+    assert cli_main(["metrics", "layout", "--config", dumps(config), *stores, "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics["iou"]) == set(MATCHING_CLASS)
     assert metrics["iou"]["drivable_area"] > 0.95

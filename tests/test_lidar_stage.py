@@ -1,5 +1,5 @@
 """LiDAR generation end to end on the tiny synthetic dataset: `uniscene train-lidar`, `uniscene
-lidar` (store layout, .pcd.bin export), `uniscene metrics lidar`'s evaluate, resuming, errors.
+lidar` (store layout, .pcd.bin export, the ray-cast baseline), `uniscene metrics lidar`, resuming, errors.
 
 Label occupancy is stood in for by the dataset's true occupancy (written as an occ_label store),
 so these tests do not depend on the labelling stage's speed; each scene is cut to every
@@ -20,7 +20,6 @@ from uniscene.data.files import read_sweep
 from uniscene.data.scenes import selected_scenes, train_scenes, val_scenes
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.metrics import lidar as lidar_metrics
 from uniscene.models.lidar.beams import beam_pattern
 from uniscene.models.lidar.inputs import load_scene_inputs, true_range_images
 from uniscene.models.lidar.network import MODEL_CONFIGS, LidarRangeNet
@@ -46,7 +45,7 @@ def write_label_stand_in(config, dataroot, scene, out, step: int):
     grid = OccGrid.from_config(config)
     dataset = xr.Dataset(
         {"semantics": (("frame", "x", "y", "z"), truth["semantics"].values), "timestamp_us": ("frame", truth["timestamp_us"].values)},
-        attrs={"grid_range_m": list(grid.range_m), "voxel_size_m": grid.voxel_size_m, "backend": "truth (test stand-in)"},
+        attrs={"scene": scene, **grid.to_attrs(), "backend": "truth (test stand-in)"},
     )
     write_store(out, complete(dataset, "occ_label"), stage="occ_label", config_subset={}, inputs=[truth_store(dataroot, scene)],
                 frame_chunk=8)
@@ -73,6 +72,9 @@ def lidar_run(synthetic_dataset, tmp_path_factory):
     assert cli.main(["lidar", "--config", text, "--model", str(model_dir(results, "lidar")),
                      "--frames", str(scene_store(results, scene, "frames")), "--occupancy", str(scene_store(results, scene, "occ_label")),
                      "--out", str(scene_store(results, scene, "lidar")), "--export", str(export)]) == 0
+    assert cli.main(["lidar", "--method", "raycast", "--config", text, "--model", str(model_dir(results, "lidar")),
+                     "--frames", str(scene_store(results, scene, "frames")), "--occupancy", str(scene_store(results, scene, "occ_label")),
+                     "--out", str(scene_store(results, scene, "lidar_raycast"))]) == 0
     return config, dataroot, results, scene, export
 
 
@@ -110,14 +112,20 @@ def test_lidar_store_and_export(lidar_run):
     np.testing.assert_array_equal(read_sweep(export / f"{scene}__LIDAR_TOP__{stamp}.pcd.bin"), points[offsets[5]:offsets[6]])
 
 
-def test_metrics_against_recorded_sweeps(lidar_run):
+def test_metrics_against_recorded_sweeps(lidar_run, tmp_path):
     config, _, results, scene, _ = lidar_run
-    payload = lidar_metrics.evaluate(config, results)
+    out = tmp_path / "lidar.json"
+    assert cli.main(["metrics", "lidar", "--config", dumps(config), "--frames", str(scene_store(results, scene, "frames")),
+                     "--lidar", str(scene_store(results, scene, "lidar")),
+                     "--lidar-raycast", str(scene_store(results, scene, "lidar_raycast")), "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
     assert payload["scenes"] == [scene] and payload["held_out"]
     assert payload["sources"]["generated"]["status"].startswith("not scored")
     label = payload["sources"]["label"]
     raycast, learned = label["raycast"], label["learned"]
     assert learned["from"] == [str(scene_store(results, scene, "lidar"))]
+    assert raycast["from"] == [str(scene_store(results, scene, "lidar_raycast"))]
+    assert open_store(scene_store(results, scene, "lidar_raycast"), "lidar").attrs["method"] == "raycast"
     # the ray-cast of the true occupancy lands within a voxel or so of the recorded return (it
     # stops at voxel faces: 0.2 m above the true ground); the learned correction does better
     assert raycast["range_median_ae_m"] < 1.0 and raycast["ray_drop_f1"] > 0.5
@@ -161,3 +169,22 @@ def test_user_errors(lidar_run, tmp_path, capsys):
     with pytest.raises(UserError, match="grid.range_m"):
         load_scene_inputs(frames, scene_store(results, scene, "occ_label"), OccGrid.from_config(other))
     assert not (tmp_path / "l.zarr").exists()
+    # the metrics: stores of one kind per scene, in the frames' scene order, of the method each argument takes
+    lidar, raycast = str(scene_store(results, scene, "lidar")), str(scene_store(results, scene, "lidar_raycast"))
+    train_frames = str(scene_store(results, train_scenes(config)[0], "frames"))
+    out = str(tmp_path / "lidar.json")
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", frames, "--lidar", lidar, "--out", out]) == 2
+    assert "--lidar-raycast" in capsys.readouterr().err
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", train_frames, frames, "--lidar", lidar,
+                     "--lidar-raycast", raycast, "--out", out]) == 2
+    assert "--lidar names 1 stores and --frames 2" in capsys.readouterr().err
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", train_frames, "--lidar", lidar,
+                     "--lidar-raycast", raycast, "--out", out]) == 2
+    assert f"store {lidar} is of scene {scene}" in capsys.readouterr().err
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", frames, "--lidar", raycast,
+                     "--lidar-raycast", raycast, "--out", out]) == 2
+    assert "holds raycast sweeps, --lidar takes learned ones" in capsys.readouterr().err
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", frames, "--lidar", lidar, "--lidar-raycast", raycast,
+                     "--layout", lidar, "--out", out]) == 2
+    assert "does not read --layout" in capsys.readouterr().err
+    assert not (tmp_path / "lidar.json").exists()

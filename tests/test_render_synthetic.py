@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from uniscene.cli import main as cli_main
+from uniscene.metrics import scene_stores
 from uniscene.metrics.render import evaluate
 from uniscene.paths import scene_store, truth_store
 from store_examples import complete
@@ -53,7 +54,7 @@ def test_render_store_matches_frames(rendered):
 
 def test_rendered_true_occupancy_agrees_with_lidar_and_cameras(rendered):
     config, results = rendered
-    figures = evaluate(config, results)
+    figures = evaluate(config, scene_stores({name: [scene_store(results, SCENE, name)] for name in ("frames", "render")}))
     lidar, semantic = figures["depth_vs_lidar"], figures["semantic_in_grid"]
     assert lidar["num"] > 10_000 and lidar["coverage"] > 0.95, lidar
     assert lidar["median_abs_error_m"] < 0.6, lidar

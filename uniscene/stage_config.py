@@ -39,14 +39,13 @@ SCENE_LIST = ("dataset", "synth.num_scenes")  # what the scene selection reads (
 BEAMS = ("dataset.kind", "synth.lidar_azimuth_steps")  # the LIDAR_TOP pattern (models/lidar/beams.py)
 OCC_GEN = tuple(f"occ_dit.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "leak_noise_prior",
                                                "noise_prior_weight", "leak_meta"))  # generation (models/occ_dit/settings.py)
-OCC_LABEL_COMPARISON = ("compare_backends", "compare_frames")  # read by the metrics alone
 
 STAGE_KEYS = {
     "synth": ("seed", "grid", "synth", "dataset.version"),
     "frames": ("dataset.kind", "dataset.dataroot", "dataset.version", "dataset.info_pkl", "synth.num_scenes", "frames"),
     "frames_infos": SCENE_LIST,
     "scenes": SCENE_LIST,
-    "occ_label": ("device", "grid", *section_keys("occ_label", but=OCC_LABEL_COMPARISON)),
+    "occ_label": ("device", "grid", "occ_label"),
     "layout": ("device", "grid", "layout"),
     "layout_edit": ("device",),
     "render": ("device", "grid", "render"),
@@ -58,10 +57,10 @@ STAGE_KEYS = {
     "train_occ_dit": ("device", "seed", "grid", *(k for k in section_keys("occ_dit") if k not in OCC_GEN + ("occ_dit.eval_frames",))),
     "occ_gen": ("device", "seed", "grid", *OCC_GEN),
     "metrics_frames": SCENE_LIST,
-    "metrics_occ_label": ("device", "grid", *SCENE_LIST, "occ_label"),
+    "metrics_occ_label": ("grid", *SCENE_LIST),
     "metrics_layout": SCENE_LIST,
     "metrics_render": ("grid", *SCENE_LIST, "render"),
-    "metrics_lidar": ("device", "seed", "grid", *SCENE_LIST, *BEAMS, "lidar"),
+    "metrics_lidar": (*SCENE_LIST, *BEAMS),
 }
 
 

@@ -3,6 +3,9 @@
 Reads the scene's frames.zarr (sensor poses) and an occupancy store (occ_label.zarr or
 occ_gen.zarr, config `lidar.source`), runs the trained LidarPipeline and writes lidar.zarr;
 with --export, also every sweep as a nuScenes `.pcd.bin` (5 float32 per point) into a folder.
+`--method raycast` writes the no-learning baseline instead (the ray-cast of the occupancy, the
+model's class intensities): the `lidar_raycast` rule's lidar_raycast.zarr, which the metrics
+compare the learned sweeps with.
 """
 
 import time
@@ -16,7 +19,7 @@ from uniscene.data.files import SWEEP_COLUMNS, write_sweep
 from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import beam_pattern
 from uniscene.models.lidar.inputs import load_scene_inputs
-from uniscene.models.lidar.pipeline import LidarPipeline, sweeps_from_range_images
+from uniscene.models.lidar.pipeline import METHODS, LidarPipeline, sweeps_from_range_images
 from uniscene.models.lidar.settings import LidarSampling
 from uniscene.store import atomic_directory, open_store, write_store
 
@@ -31,6 +34,8 @@ def add_arguments(parser):
     parser.add_argument("--occupancy", required=True, help="the scene's occ_label.zarr or occ_gen.zarr")
     parser.add_argument("--out", required=True, help="lidar.zarr to write")
     parser.add_argument("--export", help="folder to write the sweeps into as nuScenes .pcd.bin files")
+    parser.add_argument("--method", choices=METHODS, default="learned",
+                        help="learned (the trained network) or raycast (the baseline: the occupancy ray-cast alone)")
 
 
 def lidar_dataset(points, frame_offsets, timestamp_us, ego_from_sensor, attrs: dict) -> xr.Dataset:
@@ -63,15 +68,15 @@ def main(args, config):
     source = SOURCE_OF_STAGE[open_store(args.occupancy).attrs["uniscene"]["stage"]]
 
     start = time.perf_counter()
-    output = pipeline(inputs.semantics, inputs.ego_from_sensor, method="learned", ray_drop=settings.ray_drop,
+    output = pipeline(inputs.semantics, inputs.ego_from_sensor, method=args.method, ray_drop=settings.ray_drop,
                       batch_frames=settings.cast_batch, seed=seed, device=device, progress=f"lidar {scene}")
     seconds = time.perf_counter() - start
     points, offsets = sweeps_from_range_images(output.range_images(), pattern)
     frames = len(inputs.timestamp_us)
-    print(f"lidar {scene}: {frames} sweeps from {source} occupancy on {device} in {seconds:.2f} s "
+    print(f"lidar {scene}: {frames} {args.method} sweeps from {source} occupancy on {device} in {seconds:.2f} s "
           f"({1000 * seconds / max(frames, 1):.1f} ms per sweep), {len(points) / max(frames, 1):.0f} points per sweep")
 
-    attrs = {"scene": scene, "source": source, "method": "learned", "sensor": "LIDAR_TOP"}
+    attrs = {"scene": scene, "source": source, "method": args.method, "sensor": "LIDAR_TOP"}
     if args.export:
         export_sweeps(args.export, scene, points, offsets, inputs.timestamp_us)
     write_store(args.out, lidar_dataset(points, offsets, inputs.timestamp_us, inputs.ego_from_sensor, attrs), stage="lidar",

@@ -1,6 +1,6 @@
 """Scores of the frames stage against the synthetic truth (results/metrics/frames.json).
 
-For every selected scene, frames.zarr is compared with <dataroot>/truth/<scene>.zarr: frames
+For every scene given, its frames.zarr is compared with <dataroot>/truth/<scene>.zarr: frames
 are matched by timestamp, boxes by instance token. Figures, pooled over all scenes:
 - `interpolated`: centre error (m, Euclidean) and yaw error (deg, wrapped to [0, 180]) of the
   boxes where both the frames mark them valid and the truth has them present; `recall` = share
@@ -19,11 +19,11 @@ are matched by timestamp, boxes by instance token. Figures, pooled over all scen
 import numpy as np
 
 from uniscene.data.reader import keyframe_annotations, open_dataset, scene_record, scene_samples
-from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.frames import nearest_index
 from uniscene.geometry import quaternion_yaw
-from uniscene.paths import scene_store, truth_store
+from uniscene.metrics import SceneStores
+from uniscene.paths import truth_store
 from uniscene.store import open_store
 from uniscene.synth.truth import BOX_RANGE_M
 
@@ -118,14 +118,13 @@ def keyframe_exactness(frames, nusc) -> dict:
     }
 
 
-def evaluate(config: dict, results) -> dict:
+def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
     dataset = config["dataset"]
     nusc = open_dataset(dataset["dataroot"], dataset["version"])
     pooled, exactness = {}, []
-    scenes = selected_scenes(config)
-    for scene in scenes:
-        frames = open_store(scene_store(results, scene, "frames"), stage="frames")
-        scores = score_scene(frames, open_store(truth_store(dataset["dataroot"], scene)))
+    for stores in scenes:
+        frames = stores.open("frames")
+        scores = score_scene(frames, open_store(truth_store(dataset["dataroot"], stores.scene)))
         for name, value in scores.items():
             pooled.setdefault(name, []).append(value)
         exactness.append(keyframe_exactness(frames, nusc))

@@ -14,11 +14,11 @@ import numpy as np
 
 from uniscene.classes import (DETECTION_CLASS_NAMES, LAYOUT_CHANNEL_NAMES, MAP_LAYER_NAMES, OCC_CLASS_ID, detection_class_of,
                                occ_class_of)
-from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.layout.raster import BOX_RULES, NUM_MAP_LAYERS, box_cells, box_footprints
-from uniscene.paths import scene_store, truth_store
+from uniscene.metrics import SceneStores
+from uniscene.paths import truth_store
 from uniscene.store import open_store
 
 # layout channel -> occupancy class whose BEV footprint it should match
@@ -102,22 +102,23 @@ def _iou(counts: dict):
     return round(counts["intersection"] / counts["union"], 4) if counts["union"] else None
 
 
-def evaluate(config: dict, results) -> dict:
+def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
     dataroot = config["dataset"]["dataroot"]
     empty = {"intersection": 0, "union": 0, "layout_cells": 0, "truth_cells": 0}
     pooled = {name: dict(empty) for name in MATCHING_CLASS}
     pooled_truth_boxes = {name: dict(empty) for name in DETECTION_CLASS_NAMES}
     per_object = {"iou": [], "iou_keyframes": [], "coverage": [], "coverage_keyframes": []}
-    scenes, timing = {}, {}
-    for scene in selected_scenes(config):
-        layout_ds = open_store(scene_store(results, scene, "layout"), stage="layout")
+    per_scene, timing = {}, {}
+    for stores in scenes:
+        scene = stores.scene
+        layout_ds = stores.open("layout")
         truth_ds = open_store(truth_store(dataroot, scene))
         common, layout_index, truth_index = np.intersect1d(layout_ds["timestamp_us"].values, truth_ds["timestamp_us"].values,
                                                            return_indices=True)
         if common.size == 0:
-            raise UserError(f"no frame of {scene_store(results, scene, 'layout')} has a timestamp in {truth_store(dataroot, scene)}: "
+            raise UserError(f"no frame of {stores.paths['layout']} has a timestamp in {truth_store(dataroot, scene)}: "
                             f"rerun the layout of scene {scene} on the current dataset")
-        grid = OccGrid.from_attrs(layout_ds.attrs, scene_store(results, scene, "layout"))
+        grid = OccGrid.from_attrs(layout_ds.attrs, stores.paths["layout"])
         rule = layout_ds.attrs.get("box_rule", BOX_RULES[0])
         semantics = truth_ds["semantics"].values[truth_index]  # [T, X, Y, Z]
         layout_boxes = {name: layout_ds[name].values[layout_index] for name in
@@ -131,7 +132,7 @@ def evaluate(config: dict, results) -> dict:
         counts = channel_agreement(layout_ds["layout"].values[layout_index], semantics)
         # 2. Each annotated box over its object's voxels.
         frame, objects, coverage = object_agreement(layout_boxes, truth_boxes, semantics, grid, rule)
-        on_keyframe = open_store(scene_store(results, scene, "frames"), stage="frames")["is_keyframe"].values[layout_index][frame]
+        on_keyframe = stores.open("frames")["is_keyframe"].values[layout_index][frame]
         for key, values in (("iou", objects), ("coverage", coverage)):
             per_object[key].append(values)
             per_object[f"{key}_keyframes"].append(values[on_keyframe])
@@ -145,7 +146,7 @@ def evaluate(config: dict, results) -> dict:
             for name in totals:
                 for key, value in new[name].items():
                     totals[name][key] += value
-        scenes[scene] = {"frames": int(common.size), "iou": {name: _iou(values) for name, values in counts.items()},
+        per_scene[scene] = {"frames": int(common.size), "iou": {name: _iou(values) for name, values in counts.items()},
                          "object_iou_mean": round(float(objects.mean()), 4) if objects.size else None}
         timing[scene] = layout_ds.attrs.get("timing")
     ious = {name: _iou(values) for name, values in pooled.items()}
@@ -157,7 +158,7 @@ def evaluate(config: dict, results) -> dict:
         "cells": pooled,
         "objects": {key: _summary(np.concatenate(values)) for key, values in per_object.items()},
         "iou_truth_boxes": {name: _iou(values) for name, values in pooled_truth_boxes.items()},
-        "scenes": scenes,
+        "scenes": per_scene,
         "timing": timing,
         "method": {
             "iou": "per channel IoU over all frames (cells summed, then divided) against the synthetic truth occupancy; a "

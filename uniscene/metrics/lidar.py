@@ -1,9 +1,11 @@
 """LiDAR generation scored against the recorded sweeps of the held-out scenes.
 
-For each occupancy source (label: occ_label.zarr; generated: occ_gen.zarr, when it exists) and
-each method (learned: the trained LidarPipeline; raycast: the no-learning baseline), every
-12 Hz frame of the held-out scenes (`val_scenes`) gets a generated sweep from the same sensor
-pose as the recorded one, and the figures below compare the two.
+The rule gives, for each held-out scene (`val_scenes`; every scene where there is none), its
+frames.zarr, its lidar.zarr (method learned: the trained LidarPipeline) and its
+lidar_raycast.zarr (method raycast: the no-learning baseline, `uniscene lidar --method
+raycast`). Each holds a sweep per 12 Hz frame from the same sensor pose as the recorded one,
+made from the occupancy its `source` attribute names (label: occ_label.zarr; generated:
+occ_gen.zarr); the figures below compare them with the recorded sweeps, per source and method.
 
 Distribution figures (the UltraLiDAR / LiDARDM protocol):
 - BEV histogram of a sweep: its points' sensor-frame (x, y) binned into 100 x 100 cells over
@@ -23,26 +25,22 @@ Per-ray figures on the range images (uniscene.models.lidar.beams; a pixel per be
 - intensity_mae: |generated - recorded| intensity over rays that return in both (sweep units).
 """
 
-import time
-
 import numpy as np
 from scipy.spatial import cKDTree
 
-from uniscene.config import resolve_device
 from uniscene.data.files import read_sweep
-from uniscene.data.scenes import selected_scenes, val_scenes
-from uniscene.grid import OccGrid
+from uniscene.data.scenes import val_scenes
+from uniscene.errors import UserError
+from uniscene.metrics import SceneStores
 from uniscene.models.lidar.beams import RangeImage, beam_pattern, sweep_to_range_image
-from uniscene.models.lidar.inputs import load_scene_inputs
-from uniscene.models.lidar.pipeline import METHODS, LidarPipeline, sweeps_from_range_images
-from uniscene.models.lidar.settings import LidarSampling
-from uniscene.paths import model_dir, scene_store
-from uniscene.store import open_store
+from uniscene.models.lidar.inputs import recorded_sweep_paths
+from uniscene.models.lidar.pipeline import METHODS
 
 BEV_EXTENT_M = 51.2
 BEV_BINS = 100
 MMD_SIGMA = 0.5
-SOURCES = {"label": "occ_label", "generated": "occ_gen"}
+SOURCES = ("label", "generated")
+METHOD_OF_KIND = {"lidar": "learned", "lidar_raycast": "raycast"}  # store kind -> the method its sweeps must be made by
 
 
 def bev_histograms(sweeps) -> np.ndarray:
@@ -120,61 +118,51 @@ def score_sweeps(generated: list, recorded: list, pattern) -> dict:
     }
 
 
-def _split(points, offsets) -> list:
-    return [points[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
+def _stored_sweeps(stores: SceneStores, kind: str, timestamp_us: np.ndarray) -> tuple:
+    """(source, sweeps [N_t, 5] per frame) of a scene's lidar store of `kind`, checked against its method and frames."""
+    store, path = stores.open(kind), stores.paths[kind]
+    if store.attrs["method"] != METHOD_OF_KIND[kind]:
+        raise UserError(f"store {path} holds {store.attrs['method']} sweeps, --{kind.replace('_', '-')} takes "
+                        f"{METHOD_OF_KIND[kind]} ones: check the argument")
+    if not np.array_equal(store["timestamp_us"].values, timestamp_us):
+        raise UserError(f"store {path} holds other frames than {stores.paths['frames']}: rerun `uniscene lidar` on that frames store")
+    points, offsets = store["points"].values, store["frame_offsets"].values
+    return str(store.attrs["source"]), [points[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
 
 
-def _lidar_store_sweeps(results, scene: str, source: str):
-    """The stage's own output for `scene` if it was made from `source`, else None."""
-    path = scene_store(results, scene, "lidar")
-    if not path.exists():
-        return None
-    store = open_store(path, "lidar")
-    if store.attrs.get("source") != source:
-        return None
-    return _split(store["points"].values, store["frame_offsets"].values), str(path)
-
-
-def evaluate(config: dict, results) -> dict:
-    grid, pattern, device = OccGrid.from_config(config), beam_pattern(config), resolve_device(config)
-    settings, seed = LidarSampling.from_config(config), int(config["seed"])
-    scenes = val_scenes(config)
-    held_out = bool(scenes)
-    scenes = scenes or selected_scenes(config)
-    pipeline = LidarPipeline.from_pretrained(model_dir(results, "lidar"), grid, pattern, device)
+def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
+    pattern = beam_pattern(config)
+    names = [stores.scene for stores in scenes]
+    held_out = set(val_scenes(config))
+    recorded, generated, origin = [], {}, {}  # generated, origin: (source, method) -> sweeps, store paths
+    for stores in scenes:
+        frames = stores.open("frames")
+        recorded += [read_sweep(path) for path in recorded_sweep_paths(frames)]
+        for kind, method in METHOD_OF_KIND.items():
+            source, sweeps = _stored_sweeps(stores, kind, frames["timestamp_us"].values)
+            generated.setdefault((source, method), []).extend(sweeps)
+            origin.setdefault((source, method), []).append(str(stores.paths[kind]))
     payload = {
-        "scenes": scenes,
-        "held_out": held_out,
-        "device": device,
+        "scenes": names,
+        "held_out": bool(held_out) and held_out >= set(names),
         "protocol": __doc__.split("Distribution figures", 1)[1].strip(),
         "goal": "learned mmd_bev at least 3x lower than raycast mmd_bev (reference: 1.53 vs 8.15)",
         "sources": {},
     }
-    for source, store_name in SOURCES.items():
-        missing = [str(scene_store(results, s, store_name)) for s in scenes if not scene_store(results, s, store_name).exists()]
-        if missing:
-            payload["sources"][source] = {"status": f"not scored: {', '.join(missing)} not written yet (stage {store_name})"}
-            continue
-        recorded, generated, origin, seconds = [], {m: [] for m in METHODS}, {}, {m: 0.0 for m in METHODS}
-        for scene in scenes:
-            inputs = load_scene_inputs(scene_store(results, scene, "frames"), scene_store(results, scene, store_name), grid)
-            recorded += [read_sweep(p) for p in inputs.sweep_paths]
-            stored = _lidar_store_sweeps(results, scene, source)
-            for method in METHODS:
-                if method == "learned" and stored is not None:
-                    generated[method] += stored[0]
-                    origin.setdefault(method, []).append(stored[1])
-                    continue
-                start = time.perf_counter()
-                output = pipeline(inputs.semantics, inputs.ego_from_sensor, method=method, ray_drop=settings.ray_drop,
-                                  batch_frames=settings.cast_batch, seed=seed, device=device)
-                seconds[method] += time.perf_counter() - start
-                generated[method] += _split(*sweeps_from_range_images(output.range_images(), pattern))
-                origin.setdefault(method, []).append(f"generated in-process from {scene_store(results, scene, store_name)}")
-        entry = {method: {**score_sweeps(generated[method], recorded, pattern), "from": origin[method]} for method in METHODS}
+    for source in SOURCES:
+        entry = {}
         for method in METHODS:
-            if seconds[method]:
-                entry[method]["ms_per_sweep_in_process"] = round(1000 * seconds[method] / len(recorded), 2)
-        entry["mmd_ratio_raycast_over_learned"] = entry["raycast"]["mmd_bev"] / max(entry["learned"]["mmd_bev"], 1e-30)
+            sweeps = generated.get((source, method))
+            if sweeps is None:
+                continue
+            if len(sweeps) != len(recorded):
+                raise UserError(f"the {method} stores {origin[source, method]} are made from {source} occupancy for some scenes "
+                                f"only: make every scene's store from the same occupancy (config lidar.source)")
+            entry[method] = {**score_sweeps(sweeps, recorded, pattern), "from": origin[source, method]}
+        if not entry:
+            payload["sources"][source] = {"status": f"not scored: no lidar store made from {source} occupancy was given"}
+            continue
+        if len(entry) == len(METHODS):
+            entry["mmd_ratio_raycast_over_learned"] = entry["raycast"]["mmd_bev"] / max(entry["learned"]["mmd_bev"], 1e-30)
         payload["sources"][source] = entry
     return payload

@@ -1,29 +1,22 @@
-"""Scores of the occupancy labels against the synthetic truth, per densification backend.
+"""Scores of the occupancy labels against the synthetic truth.
 
-For every selected scene the stored labels (occ_label.zarr, made with `occ_label.backend`) are
-compared with truth/<scene>.zarr on all frames, inside the truth's `mask_camera` (as Occ3D
-scores inside its camera mask):
+For every scene given, its labels (occ_label.zarr, made by the backend its `backend` attribute
+names) are compared with truth/<scene>.zarr on all frames, inside the truth's `mask_camera` (as
+Occ3D scores inside its camera mask):
 - mIoU: the mean over the 17 semantic classes of TP / (TP + FP + FN), classes that occur in
   neither truth nor labels left out (named in `classes_scored`);
 - geometric IoU: occupied (any class) against free.
-Each backend in `occ_label.compare_backends` (Poisson, NKSR where importable) is run here from
-the frames store on `occ_label.compare_frames` evenly spaced frames per scene, and scored on those
-frames beside the stored backend on the same frames; a backend that cannot run is listed under
-`skipped` with the reason. The label agreement of our mask_camera with the truth's is reported too.
+The agreement of our mask_camera with the truth's is reported too. The other labelling backends
+(Poisson, NKSR) are compared on the same frames by benchmarks/bench_occ_label.py, not here.
 """
-
-import time
 
 import numpy as np
 
 from uniscene.classes import FREE, NUM_OCC_CLASSES, OCC_CLASS_NAMES
-from uniscene.config import resolve_device
-from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.occ_label.inputs import load_scene
-from uniscene.occ_label.label import LabelOptions, build_surface, label_frames
-from uniscene.paths import scene_store, truth_store
+from uniscene.metrics import SceneStores
+from uniscene.paths import truth_store
 from uniscene.store import open_store
 
 NUM_LABELS = FREE + 1  # 18
@@ -54,7 +47,8 @@ def scores(matrix: np.ndarray) -> dict:
     }
 
 
-def _truth(dataroot, scene: str, grid: OccGrid):
+def truth_of(dataroot, scene: str, grid: OccGrid):
+    """The scene's truth store, checked to be on `grid`."""
     truth = open_store(truth_store(dataroot, scene))
     if tuple(truth["semantics"].shape[1:]) != grid.shape:
         raise UserError(
@@ -64,77 +58,43 @@ def _truth(dataroot, scene: str, grid: OccGrid):
     return truth
 
 
-def _frame_rows(truth, timestamp_us: np.ndarray) -> np.ndarray:
+def truth_rows(truth, timestamp_us: np.ndarray) -> np.ndarray:
+    """[T] rows of the truth store at the labels' frame times (UserError where one is missing)."""
     rows = np.searchsorted(truth["timestamp_us"].values, timestamp_us)
     if np.any(rows >= truth.sizes["frame"]) or np.any(truth["timestamp_us"].values[np.minimum(rows, truth.sizes["frame"] - 1)] != timestamp_us):
         raise UserError("occ_label frames do not match the truth's frames by timestamp: rerun `uniscene frames` and `uniscene occ-label`")
     return rows
 
 
-def evaluate(config: dict, results) -> dict:
+def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
     grid = OccGrid.from_config(config)
     dataroot = config["dataset"]["dataroot"]
-    section = config["occ_label"]
-    compare, compare_frames = list(section["compare_backends"]), int(section["compare_frames"])
-    stored_backend = LabelOptions.from_config(config).backend
     total = np.zeros((NUM_LABELS, NUM_LABELS), np.int64)
     camera_agreement = np.zeros(3, np.int64)  # both, ours only, truth only
-    subset = {name: np.zeros((NUM_LABELS, NUM_LABELS), np.int64) for name in [stored_backend, *compare]}
-    seconds = {name: 0.0 for name in compare}
-    skipped, subset_frames = {}, 0
-    scenes = selected_scenes(config)
-    for scene in scenes:
-        truth = _truth(dataroot, scene, grid)
-        labels = open_store(scene_store(results, scene, "occ_label"), stage="occ_label")
-        rows = _frame_rows(truth, labels["timestamp_us"].values)
+    backends = set()
+    for stores in scenes:
+        truth = truth_of(dataroot, stores.scene, grid)
+        labels = stores.open("occ_label")
+        backends.add(str(labels.attrs["backend"]))
+        rows = truth_rows(truth, labels["timestamp_us"].values)
         for t, row in enumerate(rows):
             visible = truth["mask_camera"][row].values
             ours = labels["semantics"][t].values
             total += confusion(truth["semantics"][row].values, ours, visible)
             ours_visible = labels["mask_camera"][t].values
             camera_agreement += [np.sum(ours_visible & visible), np.sum(ours_visible & ~visible), np.sum(~ours_visible & visible)]
-        # Other backends on a subset of frames, scored beside the stored labels on the same frames.
-        count = labels.sizes["frame"] if compare_frames == 0 else min(compare_frames, labels.sizes["frame"])
-        frames = np.unique(np.linspace(0, labels.sizes["frame"] - 1, count).round().astype(int))
-        subset_frames += len(frames)
-        for t in frames:
-            subset[stored_backend] += confusion(truth["semantics"][rows[t]].values, labels["semantics"][t].values,
-                                                truth["mask_camera"][rows[t]].values)
-        frames_path = scene_store(results, scene, "frames")
-        for backend in compare:
-            if backend in skipped or backend == stored_backend:
-                continue
-            options = LabelOptions.from_config({**config, "occ_label": {**section, "backend": backend}})
-            start = time.perf_counter()
-            try:
-                scene_arrays = load_scene(frames_path, options, grid)
-                surface = build_surface(scene_arrays, grid, options, resolve_device(config))
-                for batch in label_frames(surface, scene_arrays, grid, options, frames):
-                    for f, semantics in zip(batch.frames, batch.semantics):
-                        subset[backend] += confusion(truth["semantics"][rows[f]].values, semantics, truth["mask_camera"][rows[f]].values)
-            except UserError as error:
-                skipped[backend] = str(error)
-                continue
-            seconds[backend] += time.perf_counter() - start
     both, ours_only, truth_only = camera_agreement
+    backend = "+".join(sorted(backends))
     payload = {
         "stage": "occ_label",
         "grid": {"range_m": list(grid.range_m), "voxel_size_m": grid.voxel_size_m},
-        "scenes": scenes,
+        "scenes": [stores.scene for stores in scenes],
         "inside": "truth mask_camera",
         "goal": "default backend: miou >= 90 and iou_geometric >= 90 at 0.4 m",
-        "backends": {stored_backend: {"frames": "all", **scores(total)}},
-        "subset": {
-            "frames_per_scene": compare_frames or "all",
-            "frames": subset_frames,
-            "backends": {
-                name: {**scores(matrix), **({"seconds": round(seconds[name], 2)} if name in seconds else {})}
-                for name, matrix in subset.items() if name not in skipped
-            },
-        },
-        "skipped": skipped,
+        "backends": {backend: {"frames": "all", **scores(total)}},
         "mask_camera_iou_vs_truth": 100 * float(both / max(both + ours_only + truth_only, 1)),
+        "other_backends": "benchmarks/bench_occ_label.py --compare-backends poisson nksr (same frames, same truth)",
     }
-    main = payload["backends"][stored_backend]
+    main = payload["backends"][backend]
     payload["goal_met"] = bool(main["miou"] >= 90 and main["iou_geometric"] >= 90) if grid.voxel_size_m == 0.4 else None
     return payload

@@ -1,6 +1,6 @@
 """Rendered maps scored against independent data: the scene's LiDAR and the synthetic cameras' truth.
 
-For every selected scene and 12 Hz frame of results/scenes/<scene>/render.zarr:
+For every scene given and every 12 Hz frame of its render.zarr:
 
 Depth against LiDAR (`depth_vs_lidar`): the frame's LIDAR_TOP sweep (frames.zarr
 `lidar_sweep_index`), moved into the frame's ego frame through the poses
@@ -31,11 +31,11 @@ import numpy as np
 
 from uniscene.classes import NUM_OCC_CLASSES, OCC_CLASS_ID, OCC_CLASS_NAMES, RENDER_BACKGROUND, RENDER_CLASS_NAMES
 from uniscene.data.files import read_sweep
-from uniscene.data.scenes import selected_scenes
 from uniscene.errors import UserError
 from uniscene.geometry import invert_transform, transform_points
 from uniscene.grid import OccGrid
-from uniscene.paths import scene_store, truth_store
+from uniscene.metrics import SceneStores
+from uniscene.paths import truth_store
 from uniscene.render.gaussians import MARKING_LAYERS
 from uniscene.render.occupancy import RenderSettings
 from uniscene.store import open_store
@@ -211,15 +211,15 @@ def score_scene(render, frames, truth, grid: OccGrid, dataroot, min_alpha: float
     return score
 
 
-def evaluate(config: dict, results) -> dict:
+def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
     grid = OccGrid.from_config(config)
     settings = RenderSettings.from_config(config)
     dataroot = config["dataset"]["dataroot"]
     total = SceneScore()
     per_scene = {}
-    for scene in selected_scenes(config):
-        render = open_store(scene_store(results, scene, "render"), stage="render")
-        frames = open_store(scene_store(results, scene, "frames"), stage="frames")
+    for stores in scenes:
+        scene = stores.scene
+        render, frames = stores.open("render"), stores.open("frames")
         truth = open_store(truth_store(dataroot, scene))
         score = score_scene(render, frames, truth, grid, dataroot, settings.min_alpha)
         total.add(score)

@@ -48,7 +48,7 @@ BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max
 
 @dataclass(frozen=True)
 class LabelOptions(Settings):
-    """The `occ_label:` config section but the metrics' compare_* keys (uniscene/schemas/config.schema.yaml: meanings, defaults)."""
+    """The `occ_label:` config section (uniscene/schemas/config.schema.yaml: meanings, defaults)."""
 
     SECTION = "occ_label"
 

@@ -52,9 +52,13 @@ def load_scene_inputs(frames_path, occupancy_path, grid: OccGrid) -> SceneLidarI
     sweep = frames["lidar_sweep_index"].values
     world_from_sensor = frames["world_from_sweep_ego"].values[sweep] @ frames["ego_from_lidar"].values[sweep]
     ego_from_sensor = invert_transform(frames["world_from_ego"].values) @ world_from_sensor
+    return SceneLidarInputs(timestamps, ego_from_sensor, recorded_sweep_paths(frames), occupancy["semantics"])
+
+
+def recorded_sweep_paths(frames: xr.Dataset) -> list:
+    """The T paths of the sweeps recorded at the frames of a frames.zarr (each frame's nearest LIDAR_TOP sweep)."""
     dataroot = Path(frames.attrs["dataroot"])
-    paths = [dataroot / p for p in frames["sweep_path"].values[sweep]]
-    return SceneLidarInputs(timestamps, ego_from_sensor, paths, occupancy["semantics"])
+    return [dataroot / p for p in frames["sweep_path"].values[frames["lidar_sweep_index"].values]]
 
 
 def true_range_images(sweep_paths, pattern: BeamPattern) -> RangeImage:
