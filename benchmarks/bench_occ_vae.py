@@ -126,11 +126,12 @@ def main():
     parser.add_argument("--budget-s", type=float, default=90.0, help="training seconds per latent shape")
     parser.add_argument("--latents", nargs="+", default=["4x50x50", "4x25x25", "2x25x25"], choices=sorted(LATENTS))
     parser.add_argument("--model", default="paper", choices=["tiny", "paper"])
-    parser.add_argument("--scenes", type=int, default=10, help="synthetic scenes (the last --val-scenes held out)")
+    parser.add_argument("--scenes", type=int, default=12, help="synthetic scenes (the last --val-scenes held out; one camera task per core)")
     parser.add_argument("--val-scenes", type=int, default=2)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--batch-clips", type=int, default=4)
     parser.add_argument("--clip-frames", type=int, default=5)
+    parser.add_argument("--crop-cells", type=int, default=0, help="train on random crops this many cells square (0: whole frames)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--eval-batch", type=int, default=4, help="clips encoded and decoded together when scoring")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
@@ -158,11 +159,16 @@ def main():
             latent_channels, downsample = LATENTS[name]
             settings = OccVAESettings(
                 source="labels", occ3d_root=None, model=args.model, latent_channels=latent_channels,
-                downsample_factor=downsample, clip_frames=args.clip_frames, batch_size=args.batch_clips, crop_cells=0,
+                downsample_factor=downsample, clip_frames=args.clip_frames, batch_size=args.batch_clips, crop_cells=args.crop_cells,
                 steps=1, learning_rate=args.learning_rate, ema_decay=0.0, kl_weight=1e-3, lovasz_weight=1.0, class_weights="enet",
                 num_workers=args.workers)
             work = Path(temporary or args.dataroot) / "work"
-            emit(run_one(name, (train, val), settings, args, device, work), out)
+            try:
+                emit(run_one(name, (train, val), settings, args, device, work), out)
+            except (RuntimeError, ValueError) as error:  # out of memory, a shape this size cannot take: the next one still runs
+                emit({"what": "occ_vae", "latent": name, "device": device_name(device), "error": f"{type(error).__name__}: {error}"[:500]}, out)
+                if device == "cuda":
+                    torch.cuda.empty_cache()
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
