@@ -16,9 +16,14 @@ import json
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+import sys
+import threading
+import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 import xarray as xr
@@ -27,7 +32,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from uniscene import __version__
 from uniscene.errors import UserError
-from uniscene.store_layouts import LayoutError, layout_of
+from uniscene.store_layouts import DEFAULT_CODEC, LayoutError, layout_of
 
 STORE_FORMAT = 2  # bump when a store layout changes incompatibly (2: crc32c chunks, chunk manifest, consolidated)
 PROVENANCE_KEY = "uniscene"
@@ -102,15 +107,18 @@ def provenance(stage: str, config_subset: dict, inputs=(), seed=None) -> dict:
     }
 
 
-def _encoding(dataset: xr.Dataset, frame_chunk: int) -> dict:
-    """Blosc-zstd with byte shuffle (~25x on occupancy), chunked along `frame`; a crc32c checksum ends every chunk."""
+def _encoding(dataset: xr.Dataset, layout, frame_chunk: int) -> dict:
+    """Chunked along `frame` (`frame_chunk` frames, other dims whole), each variable's Blosc codec from its layout,
+    a crc32c checksum ending every chunk."""
     encoding = {}
     for name, var in dataset.variables.items():
         if var.dtype.kind in "OUT":
             encoding[name] = {"compressors": (Crc32cCodec(),)}  # after zarr's own variable-length string codec
             continue
-        encoding[name] = {"compressors": (BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"), Crc32cCodec())}
-        chunks = tuple(min(frame_chunk, n) if dim == "frame" else n for dim, n in zip(var.dims, var.shape))
+        codec = layout.variables[name].codec if name in layout.variables else DEFAULT_CODEC
+        encoding[name] = {"compressors": (BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle), Crc32cCodec())}
+        chunks = tuple(max(frame_chunk, 1) if dim == "frame" and n == 0 else min(frame_chunk, n) if dim == "frame" else n
+                       for dim, n in zip(var.dims, var.shape))
         if all(c > 0 for c in chunks):
             encoding[name]["chunks"] = chunks
     return encoding
@@ -272,26 +280,274 @@ def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, i
 
     `dataset` must match the layout of `stage` (uniscene/store_layouts.py; LayoutError if not).
     `more_frames`: an iterable of datasets holding only `frame` variables, appended along `frame`
-    after `dataset` (a stage too big for memory writes its frames batch by batch).
+    after `dataset` (a stage too big for memory writes its frames batch by batch); compression and
+    writing run in background threads while the iterable computes its next part. A stage that
+    makes its frames itself uses `StoreWriter` directly.
     """
-    path = Path(path)
-    layout = layout_of(stage)
-    layout.check(dataset, f"the dataset written to {path}")
-    dataset = _vlen_strings(dataset)
-    meta = json.loads(json.dumps(provenance(stage, config_subset, inputs, seed), default=_json_default))
-    dataset.attrs[PROVENANCE_KEY] = meta
-    with atomic_directory(path) as tmp, warnings.catch_warnings():
+    num_frames = dataset.sizes.get("frame") if isinstance(more_frames, (tuple, list)) and not more_frames else None
+    with StoreWriter(path, dataset, stage=stage, config_subset=config_subset, inputs=inputs, seed=seed,
+                     frame_chunk=frame_chunk, num_frames=num_frames) as writer:
+        for part in more_frames:
+            writer.append(part)
+    return Path(path)
+
+
+class StoreWriter:
+    """Write a store frame batch by frame batch: compression and writing run in background threads.
+
+        with StoreWriter(path, template, stage="render", config_subset=config, num_frames=T) as writer:
+            for t in range(T):
+                writer.append({"semantic": semantic[None], ...})  # every `frame` variable, [F, ...] each
+            writer.attrs["render_seconds"] = seconds  # root attributes known only at the end
+
+    `template` is a dataset of the stage's layout (LayoutError if not) holding every variable and
+    attribute; its `frame` variables hold the first frames (often none: `template.isel(frame=slice(0, 0))`
+    or arrays of shape [0, ...]). Each `append` hands a batch of frames to a pool of threads that
+    compress and write them as zarr region writes into arrays sized for `num_frames` (grown as frames
+    come when it is None), while the caller computes the next batch; at most `max_pending` batch
+    writes wait, so memory stays flat (`append` blocks until one finishes). The arrays of a batch
+    must not change until the future `append` returns is done (a caller reusing buffers waits on it).
+    Variables without a frame dim are written at the start; string and empty `frame` variables are
+    gathered and written at the end. On leaving the block the chunk manifest and the provenance are
+    written and the metadata consolidated, then the folder is renamed into place; an exception
+    (in the block or in a writer thread) removes it, so the output appears complete or not at all.
+    Chunks: `frame_chunk` frames along `frame` (batches are re-cut so that every region write
+    covers whole chunks), the other dims whole; codecs per variable from the layout.
+    `timing` after the block: seconds the threads spent compressing and writing (`write_s`), the
+    caller waited on them (`wait_s`), and closing took (`close_s`).
+    """
+
+    def __init__(self, path, template: xr.Dataset, *, stage: str, config_subset: dict, inputs=(), seed=None,
+                 frame_chunk: int = 1, num_frames: int | None = None, workers: int | None = None, max_pending: int | None = None):
+        self.path, self.stage, self.frame_chunk = Path(path), stage, int(frame_chunk)
+        self.layout = layout_of(stage)
+        self.layout.check(template, f"the dataset written to {self.path}")
+        template = _vlen_strings(template)
+        for name, var in template.variables.items():
+            if "frame" in var.dims and var.dims[0] != "frame":
+                raise LayoutError(f"variable '{name}' of the '{stage}' layout has 'frame' as dim {var.dims.index('frame')}: "
+                                  f"StoreWriter writes frames along the first dim")
+        self._meta = json.loads(json.dumps(provenance(stage, config_subset, inputs, seed), default=_json_default))
+        self.attrs = {}  # root attributes to add at the end
+        self._frame_vars = {name: var for name, var in template.data_vars.items() if "frame" in var.dims}
+        self._streamed = [name for name, var in self._frame_vars.items() if var.dtype.kind not in "OUT" and all(var.shape[1:])]
+        self._gathered = {name: [] for name in self._frame_vars if name not in self._streamed}
+        self._num_frames = num_frames
+        self._capacity = num_frames if num_frames is not None else self.frame_chunk
+        self.frame_chunk = max(1, min(self.frame_chunk, self._capacity))  # a store shorter than a chunk is one chunk
+        self._count = 0  # frames handed to the threads (whole chunks, or the last ones)
+        self._held = None  # frames of a chunk not yet whole: {name: [F, ...]}
+        self._template = template
+        self._workers = workers or min(16, os.cpu_count() or 1)
+        self._slots = threading.BoundedSemaphore(max_pending or 2 * self._workers)
+        self._error = None
+        self.timing = {"write_s": 0.0, "wait_s": 0.0, "close_s": 0.0}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ set-up and finish
+    def __enter__(self):
+        self._stack = ExitStack()
+        self._tmp = self._stack.enter_context(atomic_directory(self.path))
+        try:
+            self._create()
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=f"write-{self.path.name}")
+            self._stack.callback(self._pool.shutdown, wait=True, cancel_futures=True)  # before the folder goes
+            first = {name: self._template[name].values for name in self._frame_vars}
+            if self._template.sizes.get("frame", 0):
+                self.append(first)
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        try:
+            if kind is None:
+                self._close()
+        except BaseException:
+            if not self._stack.__exit__(*sys.exc_info()):
+                raise
+            return False
+        return self._stack.__exit__(kind, error, traceback)
+
+    def _create(self) -> None:
+        """Every array of the store: those without `frame` with their values, the streamed ones empty (sized later)."""
+        empty = self._template.isel(frame=slice(0, 0)) if "frame" in self._template.dims else self._template
+        empty = empty.drop_vars(list(self._gathered))
+        encoding = _encoding(empty, self.layout, self.frame_chunk)
+        with _no_consolidation_warning():
+            empty.to_zarr(self._tmp, mode="w", zarr_format=3, consolidated=False, write_empty_chunks=True, encoding=encoding)
+        group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
+        self._arrays = {name: group[name].with_config({"write_empty_chunks": True}) for name in self._streamed}
+        self._resize(self._capacity)
+
+    def _resize(self, frames: int) -> None:
+        for name, array in self._arrays.items():
+            array.resize((frames,) + array.shape[1:])
+
+    def _close(self) -> None:
+        start = time.perf_counter()
+        if self._held is not None:  # the last frames, fewer than a chunk
+            self._submit(self._held)
+            self._held = None
+        self._pool.shutdown(wait=True)
+        self._raise_error()
+        if self._num_frames is not None and self._count != self._num_frames:
+            raise LayoutError(f"{self._count} frames were appended to {self.path}, {self._num_frames} announced")
+        if self._capacity != self._count:
+            self._resize(self._count)
+        if self._gathered:
+            gathered = xr.Dataset({name: (self._frame_vars[name].dims, np.concatenate(parts) if parts else
+                                          self._template[name].values[:0])
+                                   for name, parts in self._gathered.items()})
+            gathered = _vlen_strings(gathered).assign_attrs(self._template.attrs)  # an append replaces the root attributes
+            with _no_consolidation_warning():
+                gathered.to_zarr(self._tmp, mode="a", zarr_format=3, consolidated=False, write_empty_chunks=True,
+                                 encoding=_encoding(gathered, self.layout, self.frame_chunk))
+        group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
+        group.attrs.update({**json.loads(json.dumps(self.attrs, default=_json_default)),
+                            PROVENANCE_KEY: {**self._meta, MANIFEST_KEY: _manifest(self._tmp)}})
+        with _no_consolidation_warning():
+            zarr.consolidate_metadata(self._tmp, zarr_format=3)
+        self.timing["close_s"] = time.perf_counter() - start
+
+    # ------------------------------------------------------------------ frames
+    def append(self, part) -> Future:
+        """Queue a batch of frames (a dataset or a mapping of every `frame` variable to [F, ...] arrays) for writing.
+
+        Returns a future done when its arrays have been compressed and written (or copied aside).
+        Raises the error of an earlier batch's write, if one failed.
+        """
+        self._raise_error()
+        arrays = self._arrays_of(part)
+        for name in self._gathered:
+            values = arrays[name]
+            self._gathered[name].append(values.astype(np.dtypes.StringDType()) if values.dtype.kind in "OUT" else np.array(values))
+        streamed = {name: arrays[name] for name in self._streamed}
+        if self._held is not None:  # complete the held chunk first
+            streamed = {name: np.concatenate([self._held[name], values]) for name, values in streamed.items()}
+            self._held = None
+        if not streamed:  # every frame variable is gathered
+            self._count += len(next(iter(arrays.values()))) if arrays else 0
+            return _done()
+        frames = len(next(iter(streamed.values())))
+        whole = frames - frames % self.frame_chunk
+        if whole < frames:  # keep the rest (copied: the caller may reuse its buffers) until its chunk is whole
+            self._held = {name: np.array(values[whole:]) for name, values in streamed.items()}
+        return self._submit({name: values[:whole] for name, values in streamed.items()}) if whole else _done()
+
+    def _arrays_of(self, part) -> dict:
+        describe = f"frames appended to {self.path}"
+        if isinstance(part, xr.Dataset):
+            self.layout.check(part, describe, frame_vars_only=True)
+            part = {name: part[name].values for name in part.data_vars}
+        part = {name: np.asarray(values) for name, values in part.items()}
+        if set(part) != set(self._frame_vars):
+            raise LayoutError(f"{describe} hold {sorted(part)}, the '{self.stage}' layout's frame variables are {sorted(self._frame_vars)}")
+        lengths = {len(values) for values in part.values()}
+        if len(lengths) != 1:
+            raise LayoutError(f"{describe}: variables of different frame counts {sorted(lengths)}")
+        for name, values in part.items():
+            declared = self._frame_vars[name]
+            if not (values.dtype == declared.dtype or (values.dtype.kind in "OUT" and declared.dtype.kind in "OUT")):
+                raise LayoutError(f"{describe}: variable '{name}' has dtype {values.dtype}, the '{self.stage}' layout {declared.dtype}")
+            if values.shape[1:] != declared.shape[1:]:
+                raise LayoutError(f"{describe}: variable '{name}' has frames of shape {values.shape[1:]}, the store {declared.shape[1:]}")
+        return part
+
+    def _submit(self, arrays: dict) -> Future:
+        """Hand whole chunks (or the store's last frames) to the threads, one task per variable."""
+        frames = len(next(iter(arrays.values())))
+        start, stop = self._count, self._count + frames
+        if stop > self._capacity:
+            if self._num_frames is not None:
+                raise LayoutError(f"more than the {self._num_frames} announced frames were appended to {self.path}")
+            self._capacity = max(stop, 2 * self._capacity)
+            self._resize(self._capacity)  # metadata only; the threads write chunks, not metadata
+        self._count = stop
+        batch, remaining = Future(), [len(arrays)]
+
+        def finished(task: Future) -> None:
+            self._slots.release()
+            if task.exception() is not None and self._error is None:
+                self._error = task.exception()
+            with self._lock:
+                remaining[0] -= 1
+                if remaining[0] == 0 and not batch.done():
+                    batch.set_result(None)
+
+        for name, values in arrays.items():
+            waited = time.perf_counter()
+            self._slots.acquire()  # back-pressure: at most max_pending writes wait
+            self.timing["wait_s"] += time.perf_counter() - waited
+            self._raise_error()
+            self._pool.submit(self._write, self._arrays[name], start, stop, values).add_done_callback(finished)
+        return batch
+
+    def _write(self, array, start: int, stop: int, values: np.ndarray) -> None:
+        began = time.perf_counter()
+        array[start:stop] = values
+        with self._lock:
+            self.timing["write_s"] += time.perf_counter() - began
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+@contextmanager
+def _no_consolidation_warning():
+    """zarr warns at every consolidation that consolidated metadata is not in the v3 spec: uniscene knows."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part", category=UserWarning)
-        dataset.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, write_empty_chunks=True,
-                        encoding=_encoding(dataset, frame_chunk))
-        for part in more_frames:  # an append replaces the root attributes: carry the provenance along
-            layout.check(part, f"frames appended to {path}", frame_vars_only=True)
-            part = _vlen_strings(part).assign_attrs(dataset.attrs)
-            part.to_zarr(tmp, append_dim="frame", zarr_format=3, consolidated=False, write_empty_chunks=True)
-        group = zarr.open_group(tmp, mode="r+", zarr_format=3)
-        group.attrs[PROVENANCE_KEY] = {**meta, MANIFEST_KEY: _manifest(tmp)}
-        zarr.consolidate_metadata(tmp, zarr_format=3)
-    return path
+        yield
+
+
+def _done() -> Future:
+    future = Future()
+    future.set_result(None)
+    return future
+
+
+def read_ahead(items, depth: int = 4):
+    """Yield `items` (an iterable) in order while a background thread computes up to `depth` of the next ones.
+
+    For reads that overlap the caller's compute: `for frame in read_ahead(read(t) for t in range(T))`.
+    An error raised while computing an item is raised where that item would have been yielded.
+    """
+    queue, stop, end = Queue(maxsize=depth), threading.Event(), object()
+
+    def put(entry) -> bool:  # False once the consumer has stopped
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer
+            put((end, error))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _chunk_files(array_dir: Path) -> list:

@@ -28,12 +28,28 @@ STR = "str"  # variable-length UTF-8 strings (written as object, read back as nu
 
 
 @dataclass(frozen=True)
+class Codec:
+    """The Blosc compression of a variable's chunks (a crc32c checksum follows it); docs/stores.md says why each."""
+
+    cname: str  # zstd | lz4 | lz4hc | blosclz | zlib
+    clevel: int  # 0..9
+    shuffle: str = "shuffle"  # shuffle (bytes) | bitshuffle | noshuffle
+
+    def __str__(self) -> str:
+        return f"{self.cname}-{self.clevel}" + ("" if self.shuffle == "shuffle" else f" {self.shuffle}")
+
+
+DEFAULT_CODEC = Codec("zstd", 5)  # small arrays (poses, times, boxes): size over speed, both negligible
+
+
+@dataclass(frozen=True)
 class Var:
     dims: tuple
     dtype: str  # numpy dtype name, or STR
     meaning: str = ""
     optional: bool = False  # a writer may leave it out (said in `meaning`)
     coordinate: bool = False  # an xarray coordinate rather than a data variable
+    codec: Codec = DEFAULT_CODEC  # strings use zarr's own variable-length codec instead
 
 
 @dataclass(frozen=True)

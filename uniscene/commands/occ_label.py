@@ -10,13 +10,16 @@ from tqdm import tqdm
 from uniscene.config import resolve_device
 from uniscene.grid import OccGrid
 from uniscene.occ_label.inputs import load_scene
-from uniscene.occ_label.label import FrameLabels, LabelOptions, build_surface, label_frames
+from uniscene.occ_label.label import LabelOptions, build_surface, label_frames
+from uniscene.timing import StepTimes
 from uniscene.viz.bev import preview_frames, save_occupancy_preview
-from uniscene.store import open_store, write_store
+from uniscene.store import StoreWriter, open_store
 
 HELP = "semantic occupancy labels of one scene from aggregated LiDAR"
 STAGE = "occ_label"
 PREVIEW_FRAMES = 4
+VOXEL_DIMS = ("frame", "x", "y", "z")
+VOXEL_DTYPES = {"semantics": np.uint8, "mask_lidar": bool, "mask_camera": bool}
 
 
 def add_arguments(parser):
@@ -29,27 +32,34 @@ def main(args, config):
     grid = OccGrid.from_config(config)
     options = LabelOptions.from_config(config)
     device = resolve_device(config)
+    times = StepTimes(device)
     start = time.perf_counter()
-    scene = load_scene(args.frames, options, grid)
-    surface = build_surface(scene, grid, options, device)
-    batches = label_frames(surface, scene, grid, options)
-    progress = tqdm(total=len(scene.frame_timestamp_us), desc="occ_label frames", unit="frame")
-
-    def datasets():
-        for batch in batches:
+    with times.step("read sweeps"):
+        scene = load_scene(args.frames, options, grid)
+    with times.step("surface"):
+        surface = build_surface(scene, grid, options, device)
+    num_frames = len(scene.frame_timestamp_us)
+    template = xr.Dataset({name: (VOXEL_DIMS, np.empty((0, *grid.shape), dtype)) for name, dtype in VOXEL_DTYPES.items()}
+                          | {"timestamp_us": (("frame",), scene.frame_timestamp_us[:0])},
+                          attrs={"scene": scene.name, **grid.to_attrs(), "backend": options.backend, "device": device,
+                                 "camera_ray_stride_px": options.camera_stride_px(scene.cam_intrinsics, grid),
+                                 "map_areas": scene.map_areas is not None})
+    inputs = [args.frames] + ([scene.map_areas.source] if scene.map_areas else [])
+    # Each batch is compressed and written by the store's threads while the next one is labelled.
+    with StoreWriter(args.out, template, stage=STAGE, config_subset=config, inputs=inputs, num_frames=num_frames) as writer:
+        batches, progress = label_frames(surface, scene, grid, options), tqdm(total=num_frames, desc="occ_label frames", unit="frame")
+        while True:
+            with times.step("label frames"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            writer.append({"semantics": batch.semantics, "mask_lidar": batch.mask_lidar, "mask_camera": batch.mask_camera,
+                           "timestamp_us": scene.frame_timestamp_us[batch.frames]})
             progress.update(len(batch.frames))
-            yield _dataset(batch, scene.frame_timestamp_us)
-
-    parts = datasets()
-    first = next(parts)
-    first.attrs.update(
-        scene=scene.name,
-        **grid.to_attrs(), backend=options.backend, device=device,
-        camera_ray_stride_px=options.camera_stride_px(scene.cam_intrinsics, grid), map_areas=scene.map_areas is not None,
-    )
-    write_store(args.out, first, stage="occ_label", config_subset=config,
-                inputs=[args.frames] + ([scene.map_areas.source] if scene.map_areas else []), more_frames=parts)
-    progress.close()
+        progress.close()
+    times.add("waiting for the writer", writer.timing["wait_s"])
+    times.add("compress+write (writer threads)", writer.timing["write_s"])
+    times.add("closing the store", writer.timing["close_s"])
     seconds = time.perf_counter() - start
     if args.preview:
         store = open_store(args.out, stage="occ_label")
@@ -58,17 +68,7 @@ def main(args, config):
         titles = [f"{scene.name} frame {i} (t={(timestamp_us[i] - timestamp_us[0]) / 1e6:.1f} s)" for i in indices]
         chosen = store.isel(frame=indices)
         save_occupancy_preview(args.preview, chosen["semantics"].values, chosen["mask_camera"].values, grid, range(len(indices)), titles)
-    frames = len(scene.frame_timestamp_us)
-    print(f"occ_label: {frames} frames in {seconds:.1f} s ({frames / seconds:.2f} frames/s) on {device}, backend {options.backend}")
+    print(f"occ_label: {num_frames} frames in {seconds:.1f} s ({num_frames / seconds:.2f} frames/s) on {device}, backend {options.backend}; "
+          f"steps: {times}")
     if device == "cuda":
         print(f"occ_label: peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-
-
-def _dataset(batch: FrameLabels, timestamp_us: np.ndarray) -> xr.Dataset:
-    dims = ("frame", "x", "y", "z")
-    return xr.Dataset({
-        "semantics": (dims, batch.semantics),
-        "mask_lidar": (dims, batch.mask_lidar),
-        "mask_camera": (dims, batch.mask_camera),
-        "timestamp_us": (("frame",), timestamp_us[batch.frames]),
-    })

@@ -1,6 +1,7 @@
 """`uniscene render`: per-camera semantic and depth maps of every frame of one scene (docs/stores.md, render.zarr)."""
 
 import time
+from contextlib import closing
 
 import numpy as np
 import xarray as xr
@@ -13,12 +14,15 @@ from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.render.cameras import scale_intrinsics
 from uniscene.render.gaussians import marking_layers
-from uniscene.render.occupancy import RenderSettings, render_occupancy, select_backend
+from uniscene.render.occupancy import HostMaps, RenderSettings, render_occupancy, select_backend
+from uniscene.timing import StepTimes
 from uniscene.viz.render import preview_image, save_png
-from uniscene.store import open_store, write_store
+from uniscene.store import StoreWriter, open_store, read_ahead
 
 STAGE = "render"
 HELP = "render occupancy into per-camera semantic and depth maps"
+MAP_DIMS = ("frame", "cam", "h", "w")
+READ_AHEAD_FRAMES = 16  # occupancy and layout frames read ahead of the renderer (~1.4 MB each at 200 x 200 x 16)
 
 
 def add_arguments(parser):
@@ -40,6 +44,7 @@ def check_frames(path, timestamp_us: np.ndarray, expected_us: np.ndarray) -> Non
 
 
 def main(args, config):
+    began = time.perf_counter()
     grid = OccGrid.from_config(config)
     settings = RenderSettings.from_config(config)
     device = resolve_device(config)
@@ -65,45 +70,61 @@ def main(args, config):
     intrinsics = scale_intrinsics(frames["cam_intrinsics"].values, frames["cam_image_size"].values[None], size_hw)  # [T, V, 3, 3]
     ego_from_cam = frames["ego_from_cam"].values  # [T, V, 4, 4]
 
-    # 2. Render frame by frame, all cameras in one pass.
+    # 2. Render frame by frame, all cameras in one pass: the next frames' inputs are read ahead in a thread,
+    # the maps cast on the device and copied into pinned buffers, and written by the store's threads meanwhile.
     num_frames, num_cameras = ego_from_cam.shape[:2]
-    semantic = np.empty((num_frames, num_cameras) + size_hw, np.uint8)
-    depth = np.empty((num_frames, num_cameras) + size_hw, np.float16)
-    alpha = np.empty((num_frames, num_cameras) + size_hw, np.float16)
-    start = time.perf_counter()
-    for t in tqdm(range(num_frames), desc=f"render {frames.attrs['scene']}", unit="frame"):
-        frame_markings = None if markings is None else marking_layers(markings[t].values, channel_names)
-        maps = render_occupancy(
-            occupancy["semantics"][t].values, grid, ego_from_cam[t], intrinsics[t], size_hw, frame_markings, settings, device, backend,
-        ).numpy()
-        semantic[t], depth[t], alpha[t] = maps["semantic"], maps["depth"], maps["alpha"]
-    seconds = time.perf_counter() - start
-    print(f"render {frames.attrs['scene']}: {num_frames} frames x {num_cameras} cameras at {size_hw[0]}x{size_hw[1]} "
-          f"from {source} occupancy with {backend} on {device} in {seconds:.1f} s ({num_frames / seconds:.2f} frames/s)")
-
-    # 3. Store and preview.
-    dataset = xr.Dataset(
+    maps_shape = (0, num_cameras) + size_hw
+    template = xr.Dataset(
         {
-            "semantic": (("frame", "cam", "h", "w"), semantic),
-            "depth": (("frame", "cam", "h", "w"), depth),
-            "alpha": (("frame", "cam", "h", "w"), alpha),
-            "intrinsics": (("frame", "cam", "k_row", "k_col"), intrinsics),
-            "timestamp_us": (("frame",), timestamp_us),
+            "semantic": (MAP_DIMS, np.empty(maps_shape, np.uint8)),
+            "depth": (MAP_DIMS, np.empty(maps_shape, np.float16)),
+            "alpha": (MAP_DIMS, np.empty(maps_shape, np.float16)),
+            "intrinsics": (("frame", "cam", "k_row", "k_col"), intrinsics[:0]),
+            "timestamp_us": (("frame",), timestamp_us[:0]),
         },
-        attrs={
-            "scene": frames.attrs["scene"],
-            "source": source,
-            "backend": backend,
-            "camera_names": list(CAMERA_NAMES),
-            "class_names": list(RENDER_CLASS_NAMES),
-            "background": RENDER_BACKGROUND,
-            "device": device,
-            "render_seconds": round(seconds, 3),
-            "frames_per_second": round(num_frames / seconds, 3),
-        },
+        attrs={"scene": frames.attrs["scene"], "source": source, "backend": backend, "camera_names": list(CAMERA_NAMES),
+               "class_names": list(RENDER_CLASS_NAMES), "background": RENDER_BACKGROUND, "device": device},
     )
-    if args.preview:
-        middle = num_frames // 2
-        save_png(args.preview, preview_image(semantic[middle], depth[middle].astype(np.float32), alpha[middle], settings.min_alpha))
     inputs = [args.frames, args.occupancy] + ([args.layout] if args.layout else [])
-    write_store(args.out, dataset, stage="render", config_subset=config, inputs=inputs)
+    times, host, middle, preview = StepTimes(device), HostMaps(), num_frames // 2, None
+    reads = read_ahead(frame_inputs(occupancy["semantics"], markings, channel_names, times), depth=READ_AHEAD_FRAMES)
+    with closing(reads), StoreWriter(args.out, template, stage=STAGE, config_subset=config, inputs=inputs,
+                                     num_frames=num_frames) as writer:
+        start = time.perf_counter()
+        for t in tqdm(range(num_frames), desc=f"render {frames.attrs['scene']}", unit="frame"):
+            with times.step("waiting for reads"):
+                semantics, frame_markings = next(reads)
+            with times.step("render"):
+                maps = render_occupancy(semantics, grid, ego_from_cam[t], intrinsics[t], size_hw, frame_markings, settings, device, backend)
+            with times.step("cast"):
+                maps = maps.packed()
+            with times.step("device to host"):
+                arrays = host.to_host(maps)
+            if t == middle and args.preview:
+                preview = {name: values.copy() for name, values in arrays.items()}
+            host.hold(writer.append({**{name: values[None] for name, values in arrays.items()},
+                                     "intrinsics": intrinsics[t:t + 1], "timestamp_us": timestamp_us[t:t + 1]}))
+        seconds = time.perf_counter() - start
+        writer.attrs.update(render_seconds=round(seconds, 3), frames_per_second=round(num_frames / seconds, 3))
+    times.add("waiting for the writer", writer.timing["wait_s"])
+    times.add("compress+write (writer threads)", writer.timing["write_s"])
+    times.add("closing the store", writer.timing["close_s"])
+    total = time.perf_counter() - began
+    print(f"render {frames.attrs['scene']}: {num_frames} frames x {num_cameras} cameras at {size_hw[0]}x{size_hw[1]} "
+          f"from {source} occupancy with {backend} on {device}: render loop {seconds:.1f} s ({num_frames / seconds:.2f} frames/s), "
+          f"store to store {total:.1f} s ({num_frames / total:.2f} frames/s); steps: {times}")
+
+    # 3. Preview.
+    if args.preview:
+        save_png(args.preview, preview_image(preview["semantic"], preview["depth"].astype(np.float32), preview["alpha"], settings.min_alpha))
+
+
+def frame_inputs(semantics, markings, channel_names, times: StepTimes, block: int = 8):
+    """(occupancy [X, Y, Z], marking layers [M, X, Y] or None) of each frame, read `block` frames at a time."""
+    for start in range(0, semantics.sizes["frame"], block):
+        began = time.perf_counter()
+        occupancy = semantics[start:start + block].values
+        layers = None if markings is None else markings[start:start + block].values
+        times.add("read (read-ahead thread)", time.perf_counter() - began)
+        for i in range(len(occupancy)):
+            yield occupancy[i], None if layers is None else marking_layers(layers[i], channel_names)
