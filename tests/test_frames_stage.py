@@ -98,11 +98,11 @@ def test_metrics_against_truth(handmade_run):
     assert scores["keyframe_exactness"]["center_m"] == 0.0 and scores["keyframe_exactness"]["missing_boxes"] == 0
 
 
-def test_bad_scene_and_missing_setting_exit_2(handmade_run, tmp_path, capsys):
+def test_bad_scene_and_bad_setting_exit_2(handmade_run, tmp_path, capsys):
     config, _, _ = handmade_run
     out = str(tmp_path / "frames.zarr")
     assert cli_main(["frames", "--config", dumps(config), "--scene", "no-such-scene", "--out", out]) == 2
-    del config["frames"]["hold_one_sided_s"]
+    config = {**config, "frames": {**config["frames"], "hold_one_sided_s": -1.0}}  # a key left out takes its default
     assert cli_main(["frames", "--config", dumps(config), "--scene", SCENES[0], "--out", out]) == 2
     assert "frames.hold_one_sided_s" in capsys.readouterr().err
     assert not (tmp_path / "frames.zarr").exists()
