@@ -1,4 +1,5 @@
 # Set-up shared by every rule: the config checked (defaults filled in), scene lists, paths, each stage's config.
+import re
 import sys
 from pathlib import Path
 
@@ -88,5 +89,5 @@ rule scene_unknown:
     output:
         "results/scenes/{scene}/{path}",
     wildcard_constraints:
-        scene=f"(?!(?:{'|'.join(SCENES)})/)[^/]+",
+        scene=f"(?!(?:{'|'.join(map(re.escape, SCENES))})/)[^/]+",
         path=".+",
