@@ -19,6 +19,7 @@ include: "rules/layout.smk"
 include: "rules/occ_vae.smk"
 include: "rules/render.smk"
 include: "rules/lidar.smk"
+include: "rules/occ_gen.smk"
 include: "rules/metrics.smk"
 
 

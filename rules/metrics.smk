@@ -3,13 +3,16 @@
 # `uniscene metrics` reads those and the dataset's truth, and makes nothing else.
 import shlex
 
+from uniscene.commands.metrics import HELD_OUT_STAGES, STORE_PATHS
 from uniscene.commands.metrics import INPUTS as METRIC_INPUTS
 
 
 def metric_stores(wildcards):
-    """{kind: [store per scene]}; the LiDAR is scored on the held-out scenes (on every scene where none is held out)."""
-    scenes = (VAL_SCENES or SCENES) if wildcards.stage == "lidar" else SCENES
-    return {kind: expand("results/scenes/{scene}/{kind}.zarr", scene=scenes, kind=kind) for kind in METRIC_INPUTS[wildcards.stage]}
+    """{kind: [store per scene]}; LiDAR and generated occupancy are scored on the held-out scenes (on every scene where none
+    is held out)."""
+    scenes = (VAL_SCENES or SCENES) if wildcards.stage in HELD_OUT_STAGES else SCENES
+    return {kind: expand("results/scenes/{scene}/{path}.zarr", scene=scenes, path=STORE_PATHS.get(kind, kind))
+            for kind in METRIC_INPUTS[wildcards.stage]}
 
 
 def metric_store_arguments(wildcards, input):

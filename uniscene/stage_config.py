@@ -61,6 +61,7 @@ STAGE_KEYS = {
     "metrics_layout": SCENE_LIST,
     "metrics_render": ("grid", *SCENE_LIST, "render"),
     "metrics_lidar": (*SCENE_LIST, *BEAMS),
+    "metrics_occ_gen": ("grid", *SCENE_LIST, "occ_dit.eval_frames"),
 }
 
 

@@ -77,8 +77,11 @@ def scene_outputs(scene):
 def all_outputs():
     outputs = [path for scene in SCENES for path in scene_outputs(scene)]
     outputs += ["results/models/occ_vae", "results/metrics/occ_vae.json"]  # scored against its own input: any dataset
+    # the generated chain: occupancy from each held-out scene's layout, its renders and LiDAR (rules/occ_gen.smk)
+    outputs += ["results/models/occ_dit"] + [f"results/scenes/{scene}/gen/{name}" for scene in VAL_SCENES
+                                              for name in ("occ_gen.zarr", "occ_gen.png", "render.zarr", "lidar.zarr")]
     if SYNTHETIC:
-        outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar"])
+        outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar", "occ_gen"])
     return outputs
 
 

@@ -21,8 +21,12 @@ INPUTS = {
     "layout": ("frames", "layout"),
     "render": ("frames", "render"),
     "lidar": ("frames", "lidar", "lidar_raycast"),
+    "occ_gen": ("frames", "layout", "occ_label", "occ_gen", "occ_gen_ddim50", "occ_gen_leak_noise_prior", "occ_gen_leak_meta"),
 }
 STAGES = tuple(INPUTS)
+HELD_OUT_STAGES = ("lidar", "occ_gen")  # scored on the held-out scenes (every scene where none is held out)
+# where a kind's store lies under results/scenes/<scene>/ when it is not <kind>.zarr (the generated chain)
+STORE_PATHS = {"occ_gen": "gen/occ_gen", **{f"occ_gen_{v}": f"gen/variants/{v}" for v in ("ddim50", "leak_noise_prior", "leak_meta")}}
 HELP_OF_KIND = {
     "frames": "frames.zarr of every scene to score (they name the scenes)",
     "occ_label": "occ_label.zarr of the same scenes, in the same order",
@@ -30,6 +34,10 @@ HELP_OF_KIND = {
     "render": "render.zarr of the same scenes, in the same order",
     "lidar": "lidar.zarr (learned sweeps) of the same scenes, in the same order",
     "lidar_raycast": "lidar_raycast.zarr (`uniscene lidar --method raycast`, the baseline) of the same scenes, in the same order",
+    "occ_gen": "gen/occ_gen.zarr (occupancy generated from the layout) of the same scenes, in the same order",
+    "occ_gen_ddim50": "gen/variants/ddim50.zarr (DDIM 50 steps on the first occ_dit.eval_frames frames) of the same scenes",
+    "occ_gen_leak_noise_prior": "gen/variants/leak_noise_prior.zarr (the reference's noise-prior leak) of the same scenes",
+    "occ_gen_leak_meta": "gen/variants/leak_meta.zarr (the reference's meta leak) of the same scenes",
 }
 
 
