@@ -21,7 +21,7 @@ rule lidar_generate:
     input:
         model="results/models/lidar",
         frames="results/scenes/{scene}/frames.zarr",
-        occupancy=lambda w: occupancy_store(w.scene, "lidar"),
+        occupancy="results/scenes/{scene}/occ_label.zarr",
     output:
         store=directory("results/scenes/{scene}/lidar.zarr"),
         sweeps=directory("results/scenes/{scene}/lidar_pcd"),
@@ -43,7 +43,7 @@ rule lidar_raycast:
     input:
         model="results/models/lidar",
         frames="results/scenes/{scene}/frames.zarr",
-        occupancy=lambda w: occupancy_store(w.scene, "lidar"),
+        occupancy="results/scenes/{scene}/occ_label.zarr",
     output:
         directory("results/scenes/{scene}/lidar_raycast.zarr"),
     log:

@@ -1,7 +1,7 @@
 rule render_gaussians:
     input:
         frames="results/scenes/{scene}/frames.zarr",
-        occupancy=lambda w: occupancy_store(w.scene, "render"),
+        occupancy="results/scenes/{scene}/occ_label.zarr",
         layout="results/scenes/{scene}/layout.zarr",
     output:
         store=directory("results/scenes/{scene}/render.zarr"),

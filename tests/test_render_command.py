@@ -124,7 +124,7 @@ def stores(tmp_path_factory):
         "device": "cpu", "seed": 0,
         "dataset": {"kind": "synthetic", "dataroot": str(dataroot), "version": "v1.0-hand", "scenes": "all"},
         "grid": {"range_m": list(GRID.range_m), "voxel_size_m": GRID.voxel_size_m},
-        "render": {"source": "label", "image_size": list(RENDER_HW), "backend": "torch"},
+        "render": {"image_size": list(RENDER_HW), "backend": "torch"},
     }
     paths["render"], paths["preview"] = root / "render.zarr", root / "render.png"
     argv = ["render", "--config", json.dumps(config), "--frames", str(paths["frames"]), "--occupancy", str(paths["occ_label"]),

@@ -49,7 +49,7 @@ STAGE_KEYS = {
     "layout": ("device", "grid", "layout"),
     "layout_edit": ("device",),
     "render": ("device", "grid", "render"),
-    "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("source", "ray_drop"))),
+    "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("ray_drop",))),
     "lidar": ("device", "seed", "grid", *BEAMS, "lidar.ray_drop", "lidar.cast_batch"),
     # the dataset's tables order Occ3D's samples (occ_vae.source occ3d / both)
     "train_occ_vae": ("device", "seed", "grid", "dataset.dataroot", "dataset.version", *section_keys("occ_vae", but=("eval_batch",))),

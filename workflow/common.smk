@@ -48,12 +48,6 @@ def dataset_input(wildcards=None):
     return DATAROOT if SYNTHETIC else []
 
 
-def occupancy_store(scene, stage):
-    """Occupancy that `stage` (render or lidar) starts from: its config's source, label or generated."""
-    name = {"label": "occ_label", "generated": "occ_gen"}[config[stage]["source"]]
-    return f"results/scenes/{scene}/{name}.zarr"
-
-
 def unknown_scene(wildcards):
     """Input of a target under results/scenes/ whose scene is not selected: stops the DAG with a clear line."""
     raise WorkflowError(

@@ -1,7 +1,7 @@
 """`uniscene lidar`: LiDAR sweeps of one scene from occupancy (docs/stores.md, lidar.zarr).
 
-Reads the scene's frames.zarr (sensor poses) and an occupancy store (occ_label.zarr or
-occ_gen.zarr, config `lidar.source`), runs the trained LidarPipeline and writes lidar.zarr;
+Reads the scene's frames.zarr (sensor poses) and an occupancy store (occ_label.zarr, or a
+generated chain's occ_gen.zarr), runs the trained LidarPipeline and writes lidar.zarr;
 with --export, also every sweep as a nuScenes `.pcd.bin` (5 float32 per point) into a folder.
 `--method raycast` writes the no-learning baseline instead (the ray-cast of the occupancy, the
 model's class intensities): the `lidar_raycast` rule's lidar_raycast.zarr, which the metrics

@@ -27,7 +27,7 @@ READ_AHEAD_FRAMES = 16  # occupancy and layout frames read ahead of the renderer
 
 def add_arguments(parser):
     parser.add_argument("--frames", required=True, help="the scene's frames.zarr (cameras)")
-    parser.add_argument("--occupancy", required=True, help="occupancy to render: occ_label.zarr or occ_gen.zarr (render.source)")
+    parser.add_argument("--occupancy", required=True, help="occupancy to render: occ_label.zarr, or a generated chain's occ_gen.zarr")
     parser.add_argument("--layout", help="the scene's layout.zarr, whose road markings are painted on the ground")
     parser.add_argument("--out", required=True, help="render.zarr to write")
     parser.add_argument("--preview", help="PNG of one frame's maps (semantic palette, turbo depth) to write")
@@ -49,7 +49,6 @@ def main(args, config):
     settings = RenderSettings.from_config(config)
     device = resolve_device(config)
     backend = select_backend(settings, device)
-    source = settings.source
 
     # 1. Inputs: cameras, occupancy, road markings; all on the same frames and grid.
     frames = open_store(args.frames, stage="frames")
@@ -57,6 +56,7 @@ def main(args, config):
     occupancy = open_store(args.occupancy)
     if "semantics" not in occupancy:
         raise UserError(f"store {args.occupancy} has no 'semantics' variable: point --occupancy at an occ_label.zarr or occ_gen.zarr")
+    source = "generated" if occupancy.attrs["uniscene"]["stage"] == "occ_gen" else "label"
     check_frames(args.occupancy, occupancy["timestamp_us"].values, timestamp_us)
     grid.check_store(occupancy, args.occupancy)
     markings, channel_names = None, LAYOUT_CHANNEL_NAMES

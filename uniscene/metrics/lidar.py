@@ -157,7 +157,7 @@ def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
                 continue
             if len(sweeps) != len(recorded):
                 raise UserError(f"the {method} stores {origin[source, method]} are made from {source} occupancy for some scenes "
-                                f"only: make every scene's store from the same occupancy (config lidar.source)")
+                                f"only: make every scene's store from the same occupancy (the label chain's lidar.zarr of every scene)")
             entry[method] = {**score_sweeps(sweeps, recorded, pattern), "from": origin[source, method]}
         if not entry:
             payload["sources"][source] = {"status": f"not scored: no lidar store made from {source} occupancy was given"}

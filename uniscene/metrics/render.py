@@ -230,12 +230,13 @@ def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
             "miou": figures["semantic_in_grid"]["miou"],
             "frames_per_second": render.attrs.get("frames_per_second"),
             "backend": render.attrs.get("backend"),
+            "source": render.attrs.get("source"),
             "device": render.attrs.get("device"),
         }
     payload = total.figures()
     payload.update({
         "scenes": per_scene,
-        "source": settings.source,
+        "source": ", ".join(sorted({str(entry["source"]) for entry in per_scene.values()})),
         "min_alpha": settings.min_alpha,
         "how": __doc__.split("\n\n", 1)[1].strip(),
     })

@@ -31,7 +31,6 @@ class RenderSettings(Settings):
 
     SECTION = "render"
 
-    source: str  # occupancy rendered: label | generated
     image_size: tuple[int, ...] | None  # (H, W) of the maps; None: the dataset's camera images
     scale_voxels: float  # Gaussian standard deviation, in voxels
     min_alpha: float  # pixels with less alpha are background in the semantic map
