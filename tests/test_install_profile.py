@@ -43,6 +43,15 @@ def test_installs_where_snakemake_resolves_the_bare_name(tmp_path):
     assert found.stdout.strip() == str(installed)
 
 
+def test_site_installs_in_the_site_folder(tmp_path):
+    """--site: the folder Snakemake searches after the user's (the first of $XDG_CONFIG_DIRS, by default /etc/xdg)."""
+    site = tmp_path / "site"
+    out = uniscene(["install-profile", "slurm", "--site"], tmp_path / "config", extra_env={"XDG_CONFIG_DIRS": str(site)})
+    assert out.returncode == 0, out.stderr
+    assert (site / "snakemake" / "slurm" / "config.yaml").is_file()
+    assert not (tmp_path / "config").exists()
+
+
 def test_never_overwrites_an_existing_profile(tmp_path):
     config_home = tmp_path / "config"
     own = config_home / "snakemake" / "slurm"
