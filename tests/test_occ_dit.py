@@ -169,3 +169,48 @@ def test_save_load_round_trip_and_same_seed_same_bytes(tmp_path):
     assert type(loaded.scheduler).__name__ == "DPMSolverMultistepScheduler"
     reloaded = loaded(layout, num_inference_steps=4, generator=torch.Generator().manual_seed(1))
     assert reloaded.latents.tobytes() == first.latents.tobytes() and reloaded.semantics.tobytes() == first.semantics.tobytes()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_training_resumed_ends_where_an_uninterrupted_run_does(tmp_path):
+    """The DiT loss (its own draws from the checkpointed generator) on uniscene.training: killed after step 5
+    (checkpoint at 4), rerun from fresh weights, it ends with the uninterrupted run's weights bit for bit."""
+    from uniscene.models.occ_dit.settings import OccDiTTraining
+    from uniscene.models.occ_dit.train import ClipDataset, SceneClips, latent_statistics, make_loss_fn
+    from uniscene.training import Trainer, TrainingConfig
+
+    rng = np.random.default_rng(0)
+    scenes = [SceneClips(rng.normal(size=(8, 4, 4, 4)).astype(np.float32), rng.random((8, 18, 4, 4)).astype(np.float16),
+                         rng.random((8, 4)).astype(np.float32)) for _ in range(2)]
+    dataset = ClipDataset(scenes, 3, *latent_statistics(scenes))
+    settings = OccDiTTraining(model="tiny", clip_frames=3, context_frames=1, crop_latent=2, steps=8, batch_size=4,
+                              learning_rate=1e-3, ema_decay=0.9, prediction_type="v_prediction", layout_dropout=0.3,
+                              context_share=0.5, meta_dropout=0.5)
+    config = TrainingConfig(batch_size=4, learning_rate=1e-3, steps=8, ema_decay=0.9, log_every=2, checkpoint_every=4)
+
+    def trainer(work, seed=0, stop_at=None):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(0)
+        loss_fn = make_loss_fn(training_scheduler(), settings, generator)
+        calls = []
+
+        def counted(model, batch):
+            calls.append(1)
+            if stop_at is not None and len(calls) == stop_at:
+                raise _Interrupted
+            return loss_fn(model, batch)
+
+        return Trainer(tiny_network(sample_size=(4, 4)), dataset, counted, config, tmp_path / work, run_hash="r", generator=generator)
+
+    straight = trainer("a")
+    history = straight.fit()
+    with pytest.raises(_Interrupted):
+        trainer("b", stop_at=6).fit()
+    resumed = trainer("b", seed=9)
+    resumed_history = resumed.fit()
+    assert [r["losses"] for r in resumed_history] == [r["losses"] for r in history]
+    for a, b in zip(straight.final_model().parameters(), resumed.final_model().parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
