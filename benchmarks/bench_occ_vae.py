@@ -131,6 +131,7 @@ def main():
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--batch-clips", type=int, default=4)
     parser.add_argument("--clip-frames", type=int, default=5)
+    parser.add_argument("--lovasz-voxels", type=int, default=0, help="voxels per step the Lovasz loss is taken on (0: all, as the reference)")
     parser.add_argument("--crop-cells", type=int, default=0, help="train on random crops this many cells square (0: whole frames)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--eval-batch", type=int, default=4, help="clips encoded and decoded together when scoring")
@@ -160,7 +161,7 @@ def main():
             settings = OccVAESettings(
                 source="labels", occ3d_root=None, model=args.model, latent_channels=latent_channels,
                 downsample_factor=downsample, clip_frames=args.clip_frames, batch_size=args.batch_clips, crop_cells=args.crop_cells,
-                steps=1, learning_rate=args.learning_rate, ema_decay=0.0, kl_weight=1e-3, lovasz_weight=1.0, class_weights="enet",
+                steps=1, learning_rate=args.learning_rate, ema_decay=0.0, kl_weight=1e-3, lovasz_weight=1.0, lovasz_voxels=args.lovasz_voxels, class_weights="enet",
                 num_workers=args.workers)
             work = Path(temporary or args.dataroot) / "work"
             try:

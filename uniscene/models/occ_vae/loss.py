@@ -36,23 +36,18 @@ def class_weights(counts: np.ndarray, kind: str) -> torch.Tensor:
 def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Lovasz-softmax loss (Berman et al. 2018) over the labels present in `labels`, all classes at once.
 
-    probs: [N, L] softmax probabilities; labels: [N] int64. For each label c the voxels are sorted by
-    their error |[label = c] - p_c|, and the errors are weighted by the steps of the Jaccard loss along
-    that order (the gradient of its Lovasz extension). With one-hot `probs` this is the mean over present
-    labels of 1 - IoU.
+    probs: [N, L] softmax probabilities; labels: [N] int64. For each present label c the voxels are
+    sorted by their error |[label = c] - p_c|, and the errors are weighted by the steps of the Jaccard
+    loss along that order (the gradient of its Lovasz extension). With one-hot `probs` this is the mean
+    over present labels of 1 - IoU. The sort is the cost: ~70 ns per voxel and label on one CPU core.
     """
-    num_labels = probs.shape[1]
-    foreground = F.one_hot(labels, num_labels).T.to(probs.dtype)  # [L, N]
-    present = foreground.sum(1) > 0
-    if not present.any():
-        return probs.sum() * 0
-    foreground, probs = foreground[present], probs.T[present]  # [P, N]
-    errors, order = (foreground - probs).abs().sort(dim=1, descending=True)
-    sorted_foreground = foreground.gather(1, order)
-    total = sorted_foreground.sum(1, keepdim=True)  # [P, 1]
-    intersection = total - sorted_foreground.cumsum(1)
-    union = total + (1.0 - sorted_foreground).cumsum(1)
-    jaccard = 1.0 - intersection / union  # [P, N], the Jaccard loss of the first k errors
+    classes = labels.unique()  # [P] present labels
+    foreground = labels[None, :] == classes[:, None]  # [P, N]
+    errors, order = (foreground.to(probs.dtype) - probs[:, classes].T).abs().sort(dim=1, descending=True)
+    hits = foreground.gather(1, order).to(probs.dtype).cumsum(1)  # foreground among the first k
+    total = hits[:, -1:]
+    rank = torch.arange(1, labels.numel() + 1, device=probs.device, dtype=probs.dtype)  # k
+    jaccard = 1.0 - (total - hits) / (total + rank - hits)  # [P, N], the Jaccard loss of the first k errors
     steps = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
     return (errors * steps).sum(1).mean()
 
@@ -64,16 +59,27 @@ def vae_loss(
     weights: torch.Tensor,  # [18] cross-entropy class weights
     lovasz_weight: float,
     kl_weight: float,
+    lovasz_voxels: int = 0,
 ) -> tuple:
-    """(total, {"ce", "lovasz", "kl"}): weighted cross-entropy and Lovasz-softmax per voxel, KL per latent element."""
+    """(total, {"ce", "lovasz", "kl"}): weighted cross-entropy per voxel, Lovasz-softmax, KL per latent element.
+
+    lovasz_voxels > 0: the Lovasz-softmax of that many voxels drawn at random (torch's global generator)
+    from the batch, an estimate of the whole batch's at a fraction of its sort; 0: every voxel.
+    """
     b, t, num_labels = logits.shape[:3]
     logits = logits.float().reshape(b * t, num_labels, *logits.shape[3:])  # [B * T, 18, X, Y, Z]
     target = semantics.reshape(b * t, *semantics.shape[2:]).long()
     ce = F.cross_entropy(logits, target, weight=weights.to(logits.device))
     lovasz = logits.sum() * 0
     if lovasz_weight > 0:
-        probs = logits.softmax(1).movedim(1, -1).reshape(-1, num_labels)
-        lovasz = lovasz_softmax(probs, target.reshape(-1))
+        flat = logits.reshape(b * t, num_labels, -1)  # [B * T, 18, V]
+        voxels = flat.shape[0] * flat.shape[2]
+        if 0 < lovasz_voxels < voxels:
+            chosen = torch.randperm(voxels)[:lovasz_voxels].to(logits.device)
+            probs = flat[chosen // flat.shape[2], :, chosen % flat.shape[2]].softmax(1)  # [n, 18]
+            lovasz = lovasz_softmax(probs, target.reshape(-1)[chosen])
+        else:
+            lovasz = lovasz_softmax(flat.softmax(1).movedim(1, -1).reshape(-1, num_labels), target.reshape(-1))
     kl = latent_dist.kl().float().mean()
     total = ce + lovasz_weight * lovasz + kl_weight * kl
     return total, {"ce": float(ce.detach()), "lovasz": float(lovasz.detach()), "kl": float(kl.detach())}

@@ -29,6 +29,7 @@ class OccVAESettings:
     ema_decay: float
     kl_weight: float
     lovasz_weight: float
+    lovasz_voxels: int  # voxels per step the Lovasz-softmax is taken on (a random draw); 0: all
     class_weights: str  # enet | none
     num_workers: int  # DataLoader processes reading clips
 

@@ -69,7 +69,8 @@ def make_loss_fn(weights: torch.Tensor, settings: OccVAESettings):
     def loss_fn(model, batch):
         semantics = random_crop(batch["semantics"], settings.crop_cells).long()
         out = model(semantics)
-        return vae_loss(out.logits, semantics, out.latent_dist, weights, settings.lovasz_weight, settings.kl_weight)
+        return vae_loss(out.logits, semantics, out.latent_dist, weights, settings.lovasz_weight, settings.kl_weight,
+                        settings.lovasz_voxels)
 
     return loss_fn
 
