@@ -68,7 +68,11 @@ def test_chunks_and_codecs(tmp_path, dataset):
     meta = json.loads((path / "semantics" / "zarr.json").read_text())
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 4, 5, 2]  # one frame per chunk
     blosc = [codec for codec in meta["codecs"] if codec["name"] == "blosc"]
-    assert blosc and blosc[0]["configuration"]["cname"] == "zstd"
+    declared = LAYOUTS["occ_label"].variables["semantics"].codec  # each variable's codec from its layout
+    assert blosc and {k: blosc[0]["configuration"][k] for k in ("cname", "clevel", "shuffle")} == {
+        "cname": declared.cname, "clevel": declared.clevel, "shuffle": declared.shuffle}
+    mask = json.loads((path / "mask_lidar" / "zarr.json").read_text())
+    assert [c["configuration"]["shuffle"] for c in mask["codecs"] if c["name"] == "blosc"] == ["bitshuffle"]
     manifest = store.store_provenance(store.open_store(path))[store.MANIFEST_KEY]
     assert manifest["semantics"]["count"] == manifest["timestamp_us"]["count"] == 3  # every array is chunked along frame
     assert sorted(manifest) == sorted(dataset.variables)

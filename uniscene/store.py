@@ -115,14 +115,18 @@ def _encoding(dataset: xr.Dataset, layout, frame_chunk: int) -> dict:
         if var.dtype.kind in "OUT":
             encoding[name] = {"compressors": (Crc32cCodec(),)}  # after zarr's own variable-length string codec
             continue
-        codec = layout.variables[name].codec if name in layout.variables else DEFAULT_CODEC
+        declared = layout.variables.get(name)
+        codec = declared.codec if declared is not None else DEFAULT_CODEC
         encoding[name] = {"compressors": (BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle), Crc32cCodec())}
-        chunks = tuple(max(frame_chunk, 1) if dim == "frame" and n == 0 else min(frame_chunk, n) if dim == "frame" else n
-                       for dim, n in zip(var.dims, var.shape))
+        sizes = declared.chunk_sizes if declared is not None else {}
+        chunks = tuple(max(frame_chunk, 1) if dim == "frame" and n == 0 else min(frame_chunk, n) if dim == "frame" else
+                       min(sizes.get(dim, n), n) for dim, n in zip(var.dims, var.shape))
         if all(c > 0 for c in chunks):
             encoding[name]["chunks"] = chunks
     return encoding
 
+
+WRITE_BYTES = 1 << 20  # StoreWriter hands a variable's frames to its threads in units of about this much or more
 
 FILE_MODE = 0o644  # what the atomic helpers give files and folders (less the umask): readable by the group and others
 DIR_MODE = 0o755
@@ -311,8 +315,10 @@ class StoreWriter:
     gathered and written at the end. On leaving the block the chunk manifest and the provenance are
     written and the metadata consolidated, then the folder is renamed into place; an exception
     (in the block or in a writer thread) removes it, so the output appears complete or not at all.
-    Chunks: `frame_chunk` frames along `frame` (batches are re-cut so that every region write
-    covers whole chunks), the other dims whole; codecs per variable from the layout.
+    Chunks: `frame_chunk` frames along `frame`, the other dims whole (or as the layout says); codecs per
+    variable from the layout. Batches are re-cut per variable into units of whole chunks of about
+    WRITE_BYTES or more, each one region write: no two threads write one chunk, and small arrays
+    (timestamps) are written many frames per call.
     `timing` after the block: seconds the threads spent compressing and writing (`write_s`), the
     caller waited on them (`wait_s`), and closing took (`close_s`).
     """
@@ -335,8 +341,13 @@ class StoreWriter:
         self._num_frames = num_frames
         self._capacity = num_frames if num_frames is not None else self.frame_chunk
         self.frame_chunk = max(1, min(self.frame_chunk, self._capacity))  # a store shorter than a chunk is one chunk
-        self._count = 0  # frames handed to the threads (whole chunks, or the last ones)
-        self._held = None  # frames of a chunk not yet whole: {name: [F, ...]}
+        self._count = 0  # frames appended
+        # Each variable is written a unit of whole chunks at a time, ~WRITE_BYTES or more: a frame of maps at once, the
+        # timestamps of many frames in one call. Frames short of a unit wait in `_held`; `_written` counts those handed over.
+        self._unit = {name: self.frame_chunk * max(1, WRITE_BYTES // max(1, self.frame_chunk * _frame_bytes(self._frame_vars[name])))
+                      for name in self._streamed}
+        self._held = {name: [] for name in self._streamed}
+        self._written = dict.fromkeys(self._streamed, 0)
         self._template = template
         self._workers = workers or min(16, os.cpu_count() or 1)
         self._slots = threading.BoundedSemaphore(max_pending or 2 * self._workers)
@@ -387,9 +398,8 @@ class StoreWriter:
 
     def _close(self) -> None:
         start = time.perf_counter()
-        if self._held is not None:  # the last frames, fewer than a chunk
-            self._submit(self._held)
-            self._held = None
+        for name in self._streamed:  # the last frames, fewer than a unit
+            self._flush(name, final=True)
         self._pool.shutdown(wait=True)
         self._raise_error()
         if self._num_frames is not None and self._count != self._num_frames:
@@ -415,26 +425,40 @@ class StoreWriter:
     def append(self, part) -> Future:
         """Queue a batch of frames (a dataset or a mapping of every `frame` variable to [F, ...] arrays) for writing.
 
-        Returns a future done when its arrays have been compressed and written (or copied aside).
-        Raises the error of an earlier batch's write, if one failed.
+        Returns a future done when the threads are done with its arrays (written, or copied aside to wait for the
+        rest of their unit). Raises the error of an earlier batch's write, if one failed.
         """
         self._raise_error()
         arrays = self._arrays_of(part)
+        frames = len(next(iter(arrays.values()))) if arrays else 0
+        if self._count + frames > self._capacity:
+            if self._num_frames is not None:
+                raise LayoutError(f"more than the {self._num_frames} announced frames were appended to {self.path}")
+            self._capacity = max(self._count + frames, 2 * self._capacity)
+            self._resize(self._capacity)  # metadata only; the threads write chunks, not metadata
+        self._count += frames
         for name in self._gathered:
             values = arrays[name]
             self._gathered[name].append(values.astype(np.dtypes.StringDType()) if values.dtype.kind in "OUT" else np.array(values))
-        streamed = {name: arrays[name] for name in self._streamed}
-        if self._held is not None:  # complete the held chunk first
-            streamed = {name: np.concatenate([self._held[name], values]) for name, values in streamed.items()}
-            self._held = None
-        if not streamed:  # every frame variable is gathered
-            self._count += len(next(iter(arrays.values()))) if arrays else 0
-            return _done()
-        frames = len(next(iter(streamed.values())))
-        whole = frames - frames % self.frame_chunk
-        if whole < frames:  # keep the rest (copied: the caller may reuse its buffers) until its chunk is whole
-            self._held = {name: np.array(values[whole:]) for name, values in streamed.items()}
-        return self._submit({name: values[:whole] for name, values in streamed.items()}) if whole else _done()
+        futures = []
+        for name in self._streamed:
+            self._held[name].append(arrays[name])
+            futures += self._flush(name)
+        return _all_done(futures)
+
+    def _flush(self, name: str, final: bool = False) -> list:
+        """Hand the held frames of `name` to the threads in whole units (all of them if `final`); keep the rest, copied
+        (the caller may reuse its buffers)."""
+        held = self._held[name]
+        frames = sum(len(values) for values in held)
+        ready = frames if final else frames - frames % self._unit[name]
+        if ready == 0:
+            return []
+        values = held[0] if len(held) == 1 else np.concatenate(held)
+        self._held[name] = [np.array(values[ready:])] if ready < frames else []
+        start = self._written[name]
+        self._written[name] += ready
+        return [self._submit(name, start, values[:ready])]
 
     def _arrays_of(self, part) -> dict:
         describe = f"frames appended to {self.path}"
@@ -455,34 +479,20 @@ class StoreWriter:
                 raise LayoutError(f"{describe}: variable '{name}' has frames of shape {values.shape[1:]}, the store {declared.shape[1:]}")
         return part
 
-    def _submit(self, arrays: dict) -> Future:
-        """Hand whole chunks (or the store's last frames) to the threads, one task per variable."""
-        frames = len(next(iter(arrays.values())))
-        start, stop = self._count, self._count + frames
-        if stop > self._capacity:
-            if self._num_frames is not None:
-                raise LayoutError(f"more than the {self._num_frames} announced frames were appended to {self.path}")
-            self._capacity = max(stop, 2 * self._capacity)
-            self._resize(self._capacity)  # metadata only; the threads write chunks, not metadata
-        self._count = stop
-        batch, remaining = Future(), [len(arrays)]
+    def _submit(self, name: str, start: int, values: np.ndarray) -> Future:
+        """One region write of `values` (whole chunks, or the store's last frames) at frame `start` of `name`."""
+        waited = time.perf_counter()
+        self._slots.acquire()  # back-pressure: at most max_pending writes wait
+        self.timing["wait_s"] += time.perf_counter() - waited
+        self._raise_error()
+        task = self._pool.submit(self._write, self._arrays[name], start, start + len(values), values)
+        task.add_done_callback(self._finished)
+        return task
 
-        def finished(task: Future) -> None:
-            self._slots.release()
-            if task.exception() is not None and self._error is None:
-                self._error = task.exception()
-            with self._lock:
-                remaining[0] -= 1
-                if remaining[0] == 0 and not batch.done():
-                    batch.set_result(None)
-
-        for name, values in arrays.items():
-            waited = time.perf_counter()
-            self._slots.acquire()  # back-pressure: at most max_pending writes wait
-            self.timing["wait_s"] += time.perf_counter() - waited
-            self._raise_error()
-            self._pool.submit(self._write, self._arrays[name], start, stop, values).add_done_callback(finished)
-        return batch
+    def _finished(self, task: Future) -> None:
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None and self._error is None:
+            self._error = task.exception()
 
     def _write(self, array, start: int, stop: int, values: np.ndarray) -> None:
         began = time.perf_counter()
@@ -503,10 +513,26 @@ def _no_consolidation_warning():
         yield
 
 
-def _done() -> Future:
-    future = Future()
-    future.set_result(None)
-    return future
+def _all_done(futures: list) -> Future:
+    """A future done when every one of `futures` is (at once if there are none)."""
+    done, remaining, lock = Future(), [len(futures)], threading.Lock()
+
+    def one_done(_):
+        with lock:
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.set_result(None)
+
+    if not futures:
+        done.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return done
+
+
+def _frame_bytes(var) -> int:
+    """Bytes of one frame of a `frame` variable."""
+    return var.dtype.itemsize * int(np.prod(var.shape[1:]))
 
 
 def read_ahead(items, depth: int = 4):

@@ -39,7 +39,16 @@ class Codec:
         return f"{self.cname}-{self.clevel}" + ("" if self.shuffle == "shuffle" else f" {self.shuffle}")
 
 
+# Chosen by benchmarks/bench_store.py (docs/stores.md, Codecs): per kind of array, the fastest to disk of the codecs
+# storing at most a quarter more than the smallest (or under 1 % of the raw bytes).
 DEFAULT_CODEC = Codec("zstd", 5)  # small arrays (poses, times, boxes): size over speed, both negligible
+CLASS_MAP = Codec("zstd", 3)  # uint8 classes per pixel: ~117x
+DEPTH = Codec("zstd", 1, "bitshuffle")  # float16 depth: 3.8x at 5x zstd-5's speed
+ALPHA = Codec("zstd", 1)  # float16 alpha: 5.1x
+OCCUPANCY = Codec("zstd", 3)  # uint8 voxel classes: ~120x
+MASK = Codec("zstd", 3, "bitshuffle")  # bool voxels and layout cells, a bit each before zstd: ~96x
+POINTS = Codec("lz4hc", 5)  # float32 points: 2.9x, decoded at ~2 GB/s
+RGB = Codec("lz4", 5, "bitshuffle")  # decoded images barely compress: the fastest
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class Var:
     optional: bool = False  # a writer may leave it out (said in `meaning`)
     coordinate: bool = False  # an xarray coordinate rather than a data variable
     codec: Codec = DEFAULT_CODEC  # strings use zarr's own variable-length codec instead
+    chunk_sizes: dict = field(default_factory=dict)  # dim -> chunk length for dims other than frame (default: whole)
 
 
 @dataclass(frozen=True)
@@ -106,9 +116,9 @@ _BOXES = {
 _GRID_ATTRS = {"grid_range_m": "the grid's range [x_min y_min z_min x_max y_max z_max] m (`OccGrid.to_attrs`)",
                "voxel_size_m": "the grid's voxel edge, m"}
 _OCCUPANCY = {
-    "semantics": Var(("frame", "x", "y", "z"), "uint8", "class 0..16, 17 free (`classes`)"),
-    "mask_lidar": Var(("frame", "x", "y", "z"), "bool", "voxels the LiDAR observed"),
-    "mask_camera": Var(("frame", "x", "y", "z"), "bool", "voxels the cameras observed"),
+    "semantics": Var(("frame", "x", "y", "z"), "uint8", "class 0..16, 17 free (`classes`)", codec=OCCUPANCY),
+    "mask_lidar": Var(("frame", "x", "y", "z"), "bool", "voxels the LiDAR observed", codec=MASK),
+    "mask_camera": Var(("frame", "x", "y", "z"), "bool", "voxels the cameras observed", codec=MASK),
     "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
 }
 
@@ -167,7 +177,8 @@ LAYOUTS = {
     "layout": StoreLayout(
         "layout", "scenes/<scene>/layout.zarr",
         {
-            "layout": Var(("frame", "channel", "x", "y"), "bool", "18 channels (`classes.LAYOUT_CHANNEL_NAMES`) on the grid's x-y plane"),
+            "layout": Var(("frame", "channel", "x", "y"), "bool", "18 channels (`classes.LAYOUT_CHANNEL_NAMES`) on the grid's x-y plane",
+                          codec=MASK),
             "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
             "world_from_ego": Var(("frame", "row", "col"), "float64", "the frame's ego pose (as frames.zarr)"),
             **_BOXES,
@@ -185,9 +196,10 @@ LAYOUTS = {
     "render": StoreLayout(
         "render", "scenes/<scene>/render.zarr",
         {
-            "semantic": Var(("frame", "cam", "h", "w"), "uint8", "render class 0..19 (`classes.RENDER_CLASS_NAMES`), 255 background"),
-            "depth": Var(("frame", "cam", "h", "w"), "float16", "camera z-depth, m, alpha-normalised; 0 where alpha is 0"),
-            "alpha": Var(("frame", "cam", "h", "w"), "float16", "accumulated opacity"),
+            "semantic": Var(("frame", "cam", "h", "w"), "uint8", "render class 0..19 (`classes.RENDER_CLASS_NAMES`), 255 background",
+                            codec=CLASS_MAP),
+            "depth": Var(("frame", "cam", "h", "w"), "float16", "camera z-depth, m, alpha-normalised; 0 where alpha is 0", codec=DEPTH),
+            "alpha": Var(("frame", "cam", "h", "w"), "float16", "accumulated opacity", codec=ALPHA),
             "intrinsics": Var(("frame", "cam", "k_row", "k_col"), "float64", "K at the render size"),
             "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
         },
@@ -199,7 +211,8 @@ LAYOUTS = {
     "lidar": StoreLayout(
         "lidar", "scenes/<scene>/lidar.zarr",
         {
-            "points": Var(("point", "channel"), "float32", "x, y, z (LIDAR_TOP sensor frame), intensity, ring"),
+            "points": Var(("point", "channel"), "float32", "x, y, z (LIDAR_TOP sensor frame), intensity, ring", codec=POINTS,
+                          chunk_sizes={"point": 1 << 20}),  # 20 MB chunks: compressed in parallel, read in part
             "channel": Var(("channel",), STR, "the column names of points", coordinate=True),
             "frame_offsets": Var(("frame_edge",), "int64", "T + 1 offsets into points"),
             "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
@@ -212,7 +225,7 @@ LAYOUTS = {
     "video": StoreLayout(
         "video", "scenes/<scene>/video.zarr",
         {
-            "rgb": Var(("frame", "cam", "h", "w", "channel"), "uint8", "generated RGB images"),
+            "rgb": Var(("frame", "cam", "h", "w", "channel"), "uint8", "generated RGB images", codec=RGB),
             "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
         },
         {"scene": "scene name"},
@@ -224,14 +237,17 @@ LAYOUTS = {
         {
             "timestamp_us": Var(("frame",), "int64", "CAM_FRONT capture times"),
             "world_from_ego": Var(("frame", "row", "col"), "float64", "true ego pose"),
-            "semantics": Var(("frame", "x", "y", "z"), "uint8", "true occupancy (optional: the hand-made dataset has none)", optional=True),
-            "mask_camera": Var(("frame", "x", "y", "z"), "bool", "voxels the cameras see (optional, as semantics)", optional=True),
+            "semantics": Var(("frame", "x", "y", "z"), "uint8", "true occupancy (optional: the hand-made dataset has none)", optional=True,
+                             codec=OCCUPANCY),
+            "mask_camera": Var(("frame", "x", "y", "z"), "bool", "voxels the cameras see (optional, as semantics)", optional=True,
+                               codec=MASK),
             **_BOXES,
             "box_present": Var(("frame", "box"), "bool", "the instance is within range"),
             "box_instance_token": Var(("box",), STR, "nuScenes instance token"),
             "box_category": Var(("box",), STR, "full nuScenes category name"),
-            "cam_semantics": Var(("frame", "cam", "h", "w"), "uint8", "true class per pixel, 255 sky (optional)", optional=True),
-            "cam_depth": Var(("frame", "cam", "h", "w"), "float32", "true depth, m, 0 sky (optional)", optional=True),
+            "cam_semantics": Var(("frame", "cam", "h", "w"), "uint8", "true class per pixel, 255 sky (optional)", optional=True,
+                                 codec=CLASS_MAP),
+            "cam_depth": Var(("frame", "cam", "h", "w"), "float32", "true depth, m, 0 sky (optional)", optional=True, codec=DEPTH),
         },
         {},
         optional_attrs={"scene": "scene name", "location": "map location", "camera_names": "the cam dim's cameras",
@@ -253,10 +269,11 @@ def layout_of(stage: str) -> StoreLayout:
 def markdown_table(stage: str) -> str:
     """The variable and attribute tables of one layout, as docs/stores.md shows them."""
     layout = LAYOUTS[stage]
-    rows = ["| variable | dims | dtype | meaning |", "| --- | --- | --- | --- |"]
+    rows = ["| variable | dims | dtype | codec | meaning |", "| --- | --- | --- | --- | --- |"]
     for name, var in layout.variables.items():
         note = " (coordinate)" if var.coordinate else ""
-        rows.append(f"| {name} | {','.join(var.dims)} | {var.dtype} | {var.meaning}{note} |")
+        codec = "vlen-utf8" if var.dtype == STR else str(var.codec)
+        rows.append(f"| {name} | {','.join(var.dims)} | {var.dtype} | {codec} | {var.meaning}{note} |")
     rows.append("")
     rows.append("| attribute | required | meaning |")
     rows.append("| --- | --- | --- |")
