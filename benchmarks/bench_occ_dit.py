@@ -14,7 +14,6 @@ tiny size on the CPU. Prints one JSON object per line (and appends it to --out):
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -24,6 +23,7 @@ from uniscene.models.occ_dit.settings import OccDiTTraining
 from uniscene.models.occ_dit.train import make_loss_fn
 from uniscene.models.occ_vae.network import MODEL_CONFIGS as VAE_CONFIGS
 from uniscene.models.occ_vae.network import OccVAE
+from uniscene.timing import StepTimes
 
 SIZES = {  # (grid, latent channels of the VAE) by size
     "paper": ((200, 200, 16), 4),
@@ -33,21 +33,16 @@ SIZES = {  # (grid, latent channels of the VAE) by size
 FRAME_HZ = 12
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Seconds per call of fn after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / repeats
+    """Seconds per call of fn after `warmup` calls (each phase ends with a CUDA synchronisation)."""
+    times = StepTimes(device)
+    with times.step("warm-up"):
+        for _ in range(warmup):
+            fn()
+    with times.step("timed"):
+        for _ in range(repeats):
+            fn()
+    return times.seconds["timed"] / repeats
 
 
 def build(size: str, device: str, clip_frames: int):
@@ -163,11 +158,11 @@ def main():
             sampler, steps = args.scene_sampler.split(":")
             pipeline.scheduler = sampler_scheduler(pipeline.scheduler.config, sampler)
             layout = torch.rand(frames, 18, *grid[:2]) < 0.1
-            start = time.perf_counter()
-            output = pipeline(layout, num_inference_steps=int(steps), guidance_scale=args.guidance,
-                              generator=torch.Generator().manual_seed(0), progress=False)
-            sync(device)
-            seconds = time.perf_counter() - start
+            times = StepTimes(device)
+            with times.step("scene"):
+                output = pipeline(layout, num_inference_steps=int(steps), guidance_scale=args.guidance,
+                                  generator=torch.Generator().manual_seed(0), progress=False)
+            seconds = times.seconds["scene"]
             clips = int(output.clip_of_frame.max()) + 1
             emit(f"whole {args.scene_seconds:g} s scene ({frames} frames, {clips} chained clips, {sampler} {steps} steps, "
                  f"VAE decode included)", seconds, "s", frames=frames, clips=clips, sampler=sampler, steps=int(steps))

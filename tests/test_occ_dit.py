@@ -214,3 +214,22 @@ def test_training_resumed_ends_where_an_uninterrupted_run_does(tmp_path):
     assert [r["losses"] for r in resumed_history] == [r["losses"] for r in history]
     for a, b in zip(straight.final_model().parameters(), resumed.final_model().parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_benchmark_runs_at_test_size(tmp_path):
+    """benchmarks/bench_occ_dit.py end to end on the CPU at its test size: every record written, values positive."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "occ_dit.jsonl"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_occ_dit.py"
+    subprocess.run([sys.executable, str(script), "--size", "test", "--device", "cpu", "--train-steps", "1", "--samplers", "ddim:2",
+                    "dpmsolver++:2", "--batch-clips", "2", "--scene-seconds", "0.5", "--repeats", "1", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    whats = [r["what"] for r in records]
+    assert whats[0].startswith("train clips/s") and whats[-1].startswith("whole 0.5 s scene (7 frames, 2 chained clips")  # clips at 0 and 2
+    assert sum(w.startswith("sample ") for w in whats) == 4  # 2 samplers x (1 clip, 2 clips a batch)
+    assert all(r["value"] > 0 and r["device"] == "cpu" for r in records)
