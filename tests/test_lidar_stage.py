@@ -100,7 +100,9 @@ def test_lidar_store_and_export(lidar_run):
     assert store["frame_offsets"].dims == ("frame_edge",) and offsets.shape == (num_frames + 1,) and offsets[0] == 0
     assert np.all(np.diff(offsets) > 1000) and offsets[-1] == store.sizes["point"]
     np.testing.assert_array_equal(store["timestamp_us"].values, frames["timestamp_us"].values)
-    assert store.attrs["source"] == "label" and store.attrs["uniscene"]["config"]["lidar"]["epochs"] == EPOCHS
+    recorded = store.attrs["uniscene"]["config"]  # what sampling reads; the model's training is an input (fingerprinted)
+    assert store.attrs["source"] == "label" and set(recorded["lidar"]) == {"ray_drop", "cast_batch"}
+    assert recorded["synth"] == {"lidar_azimuth_steps": config["synth"]["lidar_azimuth_steps"]}
     points = store["points"].values
     pattern = beam_pattern(config)
     range_m = np.linalg.norm(points[:, :3], axis=1)
