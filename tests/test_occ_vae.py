@@ -9,6 +9,7 @@ sample (mask_lidar stood in for by mask_camera: the truth has no LiDAR mask).
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def write_occ3d(config: dict, dataroot, root, scenes) -> dict:
         for sample in scene_samples(nusc, scene_record(nusc, scene)):
             row = int(np.argmin(np.abs(stamps - sample["timestamp"])))
             semantics, mask = truth["semantics"][row].values, truth["mask_camera"][row].values
-            occ3d.write_labels_file(occ3d.gts_folder(root) / scene / sample["token"] / occ3d.FILE_NAME, semantics, mask, mask)
+            occ3d.write_labels_file(Path(root) / "gts" / scene / sample["token"] / occ3d.FILE_NAME, semantics, mask, mask)
             frames.append(semantics)
         written[scene] = np.stack(frames)
     return written
