@@ -94,6 +94,22 @@ def test_frames_of_unknown_count_grow_the_arrays(tmp_path):
     assert_same_arrays(whole, grown)
 
 
+def test_buffers_may_be_reused_once_the_append_is_done(tmp_path):
+    """A caller filling the same buffers frame after frame (render's pinned ring) gets the store of a whole write, for
+    maps big enough to be written a frame at a time and for small ones held until their unit is whole."""
+    for h, w in ((3, 4), (300, 400)):
+        dataset = example_dataset("render", frame=5, h=h, w=w)
+        names = [name for name, var in dataset.data_vars.items() if "frame" in var.dims]
+        buffers = {name: np.empty_like(dataset[name].values[:1]) for name in names}
+        with store.StoreWriter(tmp_path / f"reused-{h}.zarr", dataset.isel(frame=slice(0, 0)), stage="render", config_subset={},
+                               num_frames=5) as writer:
+            for t in range(5):
+                for name in names:
+                    buffers[name][:] = dataset[name].values[t:t + 1]
+                writer.append(buffers).result()
+        assert_same_arrays(write_whole(tmp_path / f"whole-{h}.zarr", dataset, "render"), tmp_path / f"reused-{h}.zarr")
+
+
 def test_attributes_added_at_the_end_and_timing(tmp_path):
     dataset = example_dataset("render", frame=3)
     with store.StoreWriter(tmp_path / "render.zarr", dataset.isel(frame=slice(0, 0)), stage="render", config_subset={"a": 1},

@@ -288,7 +288,9 @@ def write_store(path, dataset: xr.Dataset, *, stage: str, config_subset: dict, i
     writing run in background threads while the iterable computes its next part. A stage that
     makes its frames itself uses `StoreWriter` directly.
     """
-    num_frames = dataset.sizes.get("frame") if isinstance(more_frames, (tuple, list)) and not more_frames else None
+    num_frames = None  # a generator's count is known only at its end: the arrays grow
+    if isinstance(more_frames, (tuple, list)):
+        num_frames = dataset.sizes.get("frame", 0) + sum(part.sizes.get("frame", 0) for part in more_frames)
     with StoreWriter(path, dataset, stage=stage, config_subset=config_subset, inputs=inputs, seed=seed,
                      frame_chunk=frame_chunk, num_frames=num_frames) as writer:
         for part in more_frames:
@@ -347,6 +349,7 @@ class StoreWriter:
         self._unit = {name: self.frame_chunk * max(1, WRITE_BYTES // max(1, self.frame_chunk * _frame_bytes(self._frame_vars[name])))
                       for name in self._streamed}
         self._held = {name: [] for name in self._streamed}
+        self._held_frames = dict.fromkeys(self._streamed, 0)
         self._written = dict.fromkeys(self._streamed, 0)
         self._template = template
         self._workers = workers or min(16, os.cpu_count() or 1)
@@ -443,19 +446,22 @@ class StoreWriter:
         futures = []
         for name in self._streamed:
             self._held[name].append(arrays[name])
+            self._held_frames[name] += frames
             futures += self._flush(name)
         return _all_done(futures)
 
     def _flush(self, name: str, final: bool = False) -> list:
         """Hand the held frames of `name` to the threads in whole units (all of them if `final`); keep the rest, copied
         (the caller may reuse its buffers)."""
-        held = self._held[name]
-        frames = sum(len(values) for values in held)
+        held, frames = self._held[name], self._held_frames[name]
         ready = frames if final else frames - frames % self._unit[name]
         if ready == 0:
+            if held:
+                held[-1] = np.array(held[-1])  # kept past this append: the caller may reuse its buffers
             return []
         values = held[0] if len(held) == 1 else np.concatenate(held)
         self._held[name] = [np.array(values[ready:])] if ready < frames else []
+        self._held_frames[name] = frames - ready
         start = self._written[name]
         self._written[name] += ready
         return [self._submit(name, start, values[:ready])]
