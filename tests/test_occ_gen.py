@@ -22,7 +22,6 @@ from uniscene.geometry import yaw_to_quaternion
 from uniscene.grid import OccGrid
 from uniscene.layout.raster import NUM_MAP_LAYERS, box_footprints, layout_dataset
 from uniscene.metrics import occ_gen as occ_gen_metrics
-from uniscene.settings import default_settings
 from uniscene.store import open_store, store_provenance, write_store
 
 GRID = OccGrid((-9.6, -9.6, -1.0, 9.6, 9.6, 0.6), 0.4)  # 48 x 48 x 4
@@ -92,9 +91,9 @@ def train_world_vae(paths, out):
     from uniscene.models.occ_vae.sources import store_sequences
     from uniscene.models.occ_vae.train import train_vae
 
-    settings = default_settings(OccVAESettings, "occ_vae", model="tiny", latent_channels=4, downsample_factor=4, clip_frames=3,
-                                batch_size=4, crop_cells=0, steps=VAE_STEPS, learning_rate=3e-3, ema_decay=0.0, kl_weight=1e-6,
-                                lovasz_weight=1.0, class_weights="none", num_workers=0)
+    changes = dict(model="tiny", latent_channels=4, downsample_factor=4, clip_frames=3, batch_size=4, crop_cells=0, steps=VAE_STEPS,
+                   learning_rate=3e-3, ema_decay=0.0, kl_weight=1e-6, lovasz_weight=1.0, class_weights="none", num_workers=0)
+    settings = OccVAESettings.from_config({"occ_vae": {**defaults()["occ_vae"], **changes}})
     torch.manual_seed(0)
     vae = OccVAE(**settings.model_config(GRID.shape))
     trainer, _ = train_vae(vae, store_sequences(paths, GRID), settings, seed=0, device="cpu", work_dir=out.parent / "vae_work",
@@ -220,3 +219,22 @@ def test_metrics_against_known_numbers(world, tmp_path):
     noisy[2, :, :24, 0] = FREE  # half of frame 2's ground gone
     agreement = occ_gen_metrics.static_agreement(noisy, world_from_ego, GRID)
     assert agreement[0] == pytest.approx(1.0) and agreement[1] < 0.6 and agreement[2] < 0.6
+
+
+def test_bad_inputs_exit_2(world, tmp_path, capsys):
+    config, _, model, held_out = world
+    layout = held_out / "layout.zarr"
+    assert generate(config, tmp_path / "no-model", layout, tmp_path / "a.zarr") == 2
+    assert "no trained occupancy generator" in capsys.readouterr().err
+    other_grid = copy.deepcopy(config)
+    other_grid["grid"] = {"range_m": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], "voxel_size_m": 0.4}
+    assert generate(other_grid, model, layout, tmp_path / "b.zarr") == 2
+    assert "grid" in capsys.readouterr().err
+    bad_sampler = copy.deepcopy(config)
+    bad_sampler["occ_dit"]["sampler"] = "heun"
+    assert generate(bad_sampler, model, layout, tmp_path / "c.zarr") == 2
+    assert "occ_dit.sampler" in capsys.readouterr().err
+    assert cli.main(["train-occ-dit", "--config", dumps(config), "--vae", str(model / "vae"), "--occupancy", str(held_out / "occ_label.zarr"),
+                     "--layout", str(layout), str(layout), "--out", str(tmp_path / "d")]) == 2
+    assert "one layout per scene" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("a.zarr", "b.zarr", "c.zarr", "d"))

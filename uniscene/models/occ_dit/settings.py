@@ -7,12 +7,14 @@ defaults: uniscene/schemas/config.schema.yaml.
 from dataclasses import dataclass, fields
 
 from uniscene.errors import UserError
-from uniscene.settings import section_settings
+from uniscene.settings import Settings
 
 
 @dataclass(frozen=True)
-class OccDiTTraining:
+class OccDiTTraining(Settings):
     """The network and its training."""
+
+    SECTION = "occ_dit"
 
     model: str  # network size: tiny | paper (uniscene.models.occ_dit.network.MODEL_CONFIGS)
     clip_frames: int  # Tc: frames per clip
@@ -27,21 +29,20 @@ class OccDiTTraining:
     context_share: float  # share of training clips whose first k frames are given clean, without loss
     meta_dropout: float  # share of training clips given the null meta vector
 
-    @classmethod
-    def from_config(cls, config: dict) -> "OccDiTTraining":
-        settings = section_settings(cls, config, "occ_dit")
-        if settings.context_frames >= settings.clip_frames:
-            raise UserError(f"config key occ_dit.context_frames ({settings.context_frames}) must be below occ_dit.clip_frames "
-                            f"({settings.clip_frames}): a clip needs at least one frame to generate")
-        return settings
+    def __post_init__(self):
+        if self.context_frames >= self.clip_frames:
+            raise UserError(f"config key occ_dit.context_frames ({self.context_frames}) must be below occ_dit.clip_frames "
+                            f"({self.clip_frames}): a clip needs at least one frame to generate")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
-class OccGenSettings:
+class OccGenSettings(Settings):
     """Scenes from a trained pipeline."""
+
+    SECTION = "occ_dit"
 
     sampler: str  # ddim | dpmsolver++ | euler (uniscene.models.occ_dit.pipeline.SAMPLERS)
     inference_steps: int
@@ -49,10 +50,6 @@ class OccGenSettings:
     leak_noise_prior: bool  # start from noise + noise_prior_weight x the label occupancy's latents (reads labels)
     noise_prior_weight: float
     leak_meta: bool  # condition on the meta vector counted from the label occupancy (reads labels)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "OccGenSettings":
-        return section_settings(cls, config, "occ_dit")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
