@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -141,6 +142,17 @@ def test_save_final_writes_the_ema_model_and_removes_the_work_folder(tmp_path):
     assert len((out / HISTORY_FILE).read_text().splitlines()) == 3
 
 
+def test_epochs_log_and_checkpoint_once_per_epoch_where_every_is_0(tmp_path):
+    config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 0, "epochs": 3, "log_every": 0, "checkpoint_every": 0})
+    trainer = Trainer(mlp(), Regression(50), mse_loss, config, tmp_path, run_hash="r")  # 2 steps per epoch, the last of 18
+    saved = []
+    checkpoint = trainer._checkpoint
+    trainer._checkpoint = lambda: (saved.append(trainer.step), checkpoint())
+    history = trainer.fit()
+    assert [(r["step"], r["epoch"]) for r in history] == [(2, 1), (4, 2), (6, 3)] and saved == [2, 4, 6]
+    assert [r["samples_per_s"] > 0 for r in history] == [True] * 3
+
+
 def test_a_failed_checkpoint_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 30, "checkpoint_every": 10})
     real_save = torch.save
@@ -198,6 +210,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 12, "log_every": 4, "checkpoint_every": 6})
         trainer = Trainer(mlp(), Regression(40), mse_loss, config, f"{out_dir}/work", run_hash="ddp")
+        assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
         history = trainer.fit()
         if rank == 0:
             torch.save({"weights": weights(trainer.final_model()), "history": history}, f"{out_dir}/result.pt")
@@ -206,11 +219,18 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    torch.set_num_threads(1)
+    # fork rather than spawn: a spawned child re-imports torch and diffusers (~4 s of CPU each). The
+    # children compute on one thread each; the deadline turns a hang after fork into a failure
+    context = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="fork")
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("2 gloo processes training 12 steps took over 120 s")
     config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 12, "log_every": 4, "checkpoint_every": 6})
     single = Trainer(mlp(), Regression(40), mse_loss, config, tmp_path / "single", run_hash="ddp")
     history = single.fit()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
     result = torch.load(tmp_path / "result.pt", weights_only=False)
     for a, b in zip(weights(single.final_model()), result["weights"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -53,7 +53,8 @@ What it does:
 - `save_final(out)`: the model folder, atomically: `save_pretrained` of the EMA weights where
   EMA is on (else the trained weights), history.jsonl, training.json ({"weights": "ema" |
   "raw", "training": config, "steps", "world_size", "history", **info}) and the `files`; then
-  the work folder is removed. `final_model()` gives the same model without writing.
+  the work folder is removed. `save_model=fn(model, folder)` writes instead of
+  `save_pretrained` (a pipeline holding the model). `final_model()` gives the model alone.
 """
 
 from uniscene.training.config import TrainingConfig
