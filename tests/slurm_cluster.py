@@ -45,8 +45,9 @@ DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# squeue must still list finished jobs when the Snakemake plugin polls
-MinJobAge=300
+# squeue must still list finished jobs when the Snakemake plugin polls, and the tests read every
+# job of a run (`scontrol show job`) after it ends, which can take minutes on a loaded machine
+MinJobAge=3600
 ReturnToService=2
 # the node is what this file says (CPUs, memory), not what slurmd counts on this host
 SlurmdParameters=config_overrides
@@ -105,11 +106,14 @@ def _daemon(name: str) -> str:
 class SlurmCluster:
     """Brings up munged, slurmctld and `slurmd -N localhost`; `stop()` ends each by its pid."""
 
-    def __init__(self, gpus: int = 2, cpus: int | None = None, start_timeout_s: float = 30.0):
+    def __init__(self, gpus: int = 2, cpus: int | None = None, mem_mb: int | None = None, start_timeout_s: float = 30.0):
         self.gpus = gpus
         # More CPUs than a small host has, so that independent jobs (a 2-thread GPU rule and a CPU
         # rule) overlap instead of queueing behind each other's polling intervals.
         self.cpus = cpus or max(os.cpu_count() or 1, 4)
+        # Memory is a scheduling figure here (no cgroups enforce it): the node may claim more than
+        # the host has where the jobs are known to be small.
+        self.mem_mb = mem_mb or _node_memory_mb()
         self.start_timeout_s = start_timeout_s
         self.root: Path | None = None
         self.processes: dict[str, subprocess.Popen] = {}
@@ -134,7 +138,7 @@ class SlurmCluster:
         (self.root / "slurm.conf").write_text(
             SLURM_CONF.format(
                 root=self.root, ctld_port=_free_port(), slurmd_port=_free_port(), cpus=self.cpus,
-                mem_mb=_node_memory_mb(), gpus=self.gpus, munge_socket=self.munge_socket,
+                mem_mb=self.mem_mb, gpus=self.gpus, munge_socket=self.munge_socket,
             )
         )
         # Inside a job, snakemake's slurm-jobstep plugin strips every SLURM_* variable before its
