@@ -92,15 +92,16 @@ CONFIG = TrainingConfig(batch_size=32, learning_rate=3e-2, steps=840, ema_decay=
 def test_resume_matches_an_uninterrupted_run_and_fits_the_truth(tmp_path):
     data = Regression(200)  # 7 steps per epoch, the last one of 8 samples
     loss = functools.partial(mse_loss, jitter=0.01)
-    straight = Trainer(mlp(), data, loss, CONFIG, tmp_path / "a", run_hash="r")
+    config = TrainingConfig(**{**CONFIG.as_dict(), "checkpoint_every": 150})  # checkpoints inside history windows
+    straight = Trainer(mlp(), data, loss, config, tmp_path / "a", run_hash="r")
     history = straight.fit()
 
-    # killed after step 500 (checkpoint at 400, in the middle of epoch 58), then rerun from fresh weights
+    # killed after step 500 (checkpoint at 450, in the middle of epoch 65), then rerun from fresh weights
     with pytest.raises(Interrupted):
-        Trainer(mlp(), data, functools.partial(mse_loss, jitter=0.01, stop_at=[500]), CONFIG, tmp_path / "b", run_hash="r").fit()
-    assert torch.load(tmp_path / "b" / CHECKPOINT_DIR / STATE_FILE, weights_only=False)["step"] == 400
+        Trainer(mlp(), data, functools.partial(mse_loss, jitter=0.01, stop_at=[500]), config, tmp_path / "b", run_hash="r").fit()
+    assert torch.load(tmp_path / "b" / CHECKPOINT_DIR / STATE_FILE, weights_only=False)["step"] == 450
     assert len((tmp_path / "b" / HISTORY_FILE).read_text().splitlines()) == 25  # logged up to step 500
-    resumed = Trainer(mlp(seed=9), data, loss, CONFIG, tmp_path / "b", run_hash="r")
+    resumed = Trainer(mlp(seed=9), data, loss, config, tmp_path / "b", run_hash="r")
     assert without_speed(resumed.fit()) == without_speed(history)
     for a, b in zip(weights(straight.raw_model), weights(resumed.raw_model)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -121,8 +122,8 @@ def test_resume_matches_an_uninterrupted_run_and_fits_the_truth(tmp_path):
         assert F.mse_loss(resumed.final_model()(x), truth(x)).item() < 0.3 * NOISE_STD**2
 
     # a rerun of a finished run does nothing; another run_hash starts afresh
-    assert without_speed(Trainer(mlp(), data, loss, CONFIG, tmp_path / "b", run_hash="r").fit()) == without_speed(history)
-    other = TrainingConfig(**{**CONFIG.as_dict(), "steps": 40})
+    assert without_speed(Trainer(mlp(), data, loss, config, tmp_path / "b", run_hash="r").fit()) == without_speed(history)
+    other = TrainingConfig(**{**config.as_dict(), "steps": 40})
     assert [r["step"] for r in Trainer(mlp(), data, loss, other, tmp_path / "b", run_hash="s").fit()] == [20, 40]
 
 

@@ -91,6 +91,7 @@ class Trainer:
             self.ema = EMAModel(self.raw_model.parameters(), decay=config.ema_decay, foreach=True)
         self.autocast = self.device.type == "cuda" and config.mixed_precision == "bf16"
         self.step, self.history, self._order = 0, [], None
+        self._window = _new_window()  # loss sums since the last history line
 
     # 1. the data: epoch order, this rank's batches
 
@@ -126,7 +127,6 @@ class Trainer:
         config = self.config
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.description, unit="step", disable=not self.rank.is_main)
-        window = {"sums": {}, "steps": 0, "samples": 0, "start": time.perf_counter()}
         while self.step < self.total_steps:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             if offset == 0 or self._order is None:
@@ -140,6 +140,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 parts = self._train_step(batch)
                 self.step += 1
+                window = self._window
                 for name, value in parts.items():
                     window["sums"][name] = window["sums"].get(name, 0.0) + value
                 window["steps"] += 1
@@ -148,7 +149,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
                 if self._due(config.log_every):
                     self._log(window, epoch, lr, bar)
-                    window = {"sums": {}, "steps": 0, "samples": 0, "start": time.perf_counter()}
+                    self._window = _new_window()
                 if self._due(config.checkpoint_every):
                     self._checkpoint()
                 if self.step >= self.total_steps:
@@ -217,6 +218,7 @@ class Trainer:
             "order": self._order,
             "rng": rng,
             "history": self.history,
+            "window": {key: value for key, value in self._window.items() if key != "start"},
         }
         with atomic_directory(self.work_dir / CHECKPOINT_DIR) as tmp:
             torch.save(state, tmp / STATE_FILE)
@@ -231,7 +233,7 @@ class Trainer:
             state = None
         if state is None:
             seed_everything(self.config.seed + self.rank.rank)
-            self.step, self.history, self._order = 0, [], None
+            self.step, self.history, self._order, self._window = 0, [], None, _new_window()
         else:
             self.raw_model.load_state_dict(state["model"])
             if self.ema is not None:
@@ -241,6 +243,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.generator.set_state(state["generator"])
             self.step, self.history, self._order = state["step"], state["history"], state["order"]
+            self._window = {**state["window"], "start": time.perf_counter()}  # the next line averages as uninterrupted
             if len(state["rng"]) == self.rank.world_size:
                 _set_rng_state(state["rng"][self.rank.rank])
             else:  # another number of processes: fresh per-rank streams, still seeded
@@ -296,6 +299,10 @@ def _lr_scheduler(optimizer, config: TrainingConfig, total_steps: int):
 
     name = "cosine" if config.lr_schedule == "cosine" else "constant_with_warmup"
     return get_scheduler(name, optimizer, num_warmup_steps=round(config.warmup * total_steps), num_training_steps=total_steps)
+
+
+def _new_window() -> dict:
+    return {"sums": {}, "steps": 0, "samples": 0, "start": time.perf_counter()}
 
 
 def _to_device(batch, device: torch.device):
