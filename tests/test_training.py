@@ -89,19 +89,24 @@ def without_speed(history: list) -> list:
 CONFIG = TrainingConfig(batch_size=32, learning_rate=3e-2, steps=840, ema_decay=0.9, log_every=20, checkpoint_every=200, seed=3)
 
 
-def test_resume_matches_an_uninterrupted_run_and_fits_the_truth(tmp_path):
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])  # on CUDA in bf16 autocast (the config's default)
+def test_resume_matches_an_uninterrupted_run_and_fits_the_truth(tmp_path, device):
     data = Regression(200)  # 7 steps per epoch, the last one of 8 samples
     loss = functools.partial(mse_loss, jitter=0.01)
     config = TrainingConfig(**{**CONFIG.as_dict(), "checkpoint_every": 150})  # checkpoints inside history windows
-    straight = Trainer(mlp(), data, loss, config, tmp_path / "a", run_hash="r")
+    straight = Trainer(mlp(), data, loss, config, tmp_path / "a", run_hash="r", device=device)
     history = straight.fit()
 
     # killed after step 500 (checkpoint at 450, in the middle of epoch 65), then rerun from fresh weights
     with pytest.raises(Interrupted):
-        Trainer(mlp(), data, functools.partial(mse_loss, jitter=0.01, stop_at=[500]), config, tmp_path / "b", run_hash="r").fit()
+        killed = functools.partial(mse_loss, jitter=0.01, stop_at=[500])
+        Trainer(mlp(), data, killed, config, tmp_path / "b", run_hash="r", device=device).fit()
     assert torch.load(tmp_path / "b" / CHECKPOINT_DIR / STATE_FILE, weights_only=False)["step"] == 450
     assert len((tmp_path / "b" / HISTORY_FILE).read_text().splitlines()) == 25  # logged up to step 500
-    resumed = Trainer(mlp(seed=9), data, loss, config, tmp_path / "b", run_hash="r")
+    resumed = Trainer(mlp(seed=9), data, loss, config, tmp_path / "b", run_hash="r", device=device)
     assert without_speed(resumed.fit()) == without_speed(history)
     for a, b in zip(weights(straight.raw_model), weights(resumed.raw_model)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -119,12 +124,13 @@ def test_resume_matches_an_uninterrupted_run_and_fits_the_truth(tmp_path):
     assert history[0]["losses"]["mse"] > 10 * NOISE_STD**2
     x = torch.rand(2000, 2, generator=torch.Generator().manual_seed(5)) * 4 - 2
     with torch.no_grad():
-        assert F.mse_loss(resumed.final_model()(x), truth(x)).item() < 0.3 * NOISE_STD**2
+        assert F.mse_loss(resumed.final_model()(x.to(device)).cpu(), truth(x)).item() < 0.3 * NOISE_STD**2
 
     # a rerun of a finished run does nothing; another run_hash starts afresh
-    assert without_speed(Trainer(mlp(), data, loss, config, tmp_path / "b", run_hash="r").fit()) == without_speed(history)
+    rerun = Trainer(mlp(), data, loss, config, tmp_path / "b", run_hash="r", device=device).fit()
+    assert without_speed(rerun) == without_speed(history)
     other = TrainingConfig(**{**config.as_dict(), "steps": 40})
-    assert [r["step"] for r in Trainer(mlp(), data, loss, other, tmp_path / "b", run_hash="s").fit()] == [20, 40]
+    assert [r["step"] for r in Trainer(mlp(), data, loss, other, tmp_path / "b", run_hash="s", device=device).fit()] == [20, 40]
 
 
 def test_save_final_writes_the_ema_model_and_removes_the_work_folder(tmp_path):
