@@ -63,13 +63,15 @@ class TrainingSet(Dataset):
 
     @staticmethod
     def open(folder) -> "TrainingSet":
-        """Memory-mapped, from the .npy files `cache_training_set` wrote in `folder`."""
+        """Memory-mapped, from the .npy files `cache_training_set` wrote in `folder` (copy-on-write: writable
+        for torch.from_numpy without a copy, and the files never change)."""
         return TrainingSet({name: np.load(Path(folder) / f"{name}.npy", mmap_mode="c") for name in PRIOR_FIELDS + TARGET_FIELDS})
 
     def __len__(self) -> int:
         return len(self.arrays["target_range_m"])
 
     def __getitem__(self, index: int) -> dict:
+        """{field: tensor}, views of sweep `index` (the DataLoader's collate copies them into the batch)."""
         return {name: torch.from_numpy(array[index]) for name, array in self.arrays.items()}
 
     def class_intensity(self, chunk: int = 64) -> torch.Tensor:
