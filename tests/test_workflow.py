@@ -25,9 +25,9 @@ TARGETS = ["all", *ON_DEMAND_TARGETS.values()]
 
 
 def rule_names() -> set[str]:
-    """Every rule defined in the Snakefile and rules/*.smk."""
+    """Every rule defined in the Snakefile and rules/*.smk, `use rule X as Y` ones included."""
     texts = [(REPO / "Snakefile").read_text()] + [path.read_text() for path in sorted((REPO / "rules").glob("*.smk"))]
-    return {name for text in texts for name in re.findall(r"^rule (\w+):", text, flags=re.MULTILINE)}
+    return {name for text in texts for name in re.findall(r"^(?:rule (\w+):|use rule \w+ as (\w+))", text, flags=re.MULTILINE) for name in name if name}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
