@@ -1,6 +1,7 @@
 """Benchmark of store codecs: size and write speed per array kind, to choose each variable's codec.
 
     python benchmarks/bench_store.py [--dataroot DIR] [--frames 6] [--size 450 800] [--markdown table.md]
+                                     [--stream-frames 120 480]
 
 Realistic arrays of each kind a store holds, from the synthetic dataset (`--dataroot`, or a
 one-scene 2 s dataset generated into a temporary folder by `uniscene.synth.generate`):
@@ -23,12 +24,20 @@ write; the writing thread's CPU seconds, median of `--repeats`). Then one line p
 the fastest to disk among the codecs of a reasonable size (within `--size-slack` of the smallest, or
 under 1 % of the raw bytes). `--markdown` writes the
 table that docs/stores.md shows.
+
+Then the write path's host memory: render.zarr stores of `--stream-frames` frames each (the rendered
+maps repeated), each written in a fresh process two ways: streamed a frame at a time through
+`StoreWriter` (the render command now), and every frame held in host arrays then written by one
+`write_store` (the render command before). One JSON line per way and frame count: peak RSS
+(the kernel's high-water mark), RSS before writing, wall seconds, frames/s.
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -169,6 +178,49 @@ def markdown(table: dict, choices: dict, device: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def write_maps(maps_file: Path, frames: int, way: str, out: Path) -> dict:
+    """Write a render store of `frames` frames (the maps of `maps_file` repeated) the `way` given; RSS and seconds."""
+    import xarray as xr
+
+    from uniscene.store import StoreWriter, write_store
+
+    with np.load(maps_file) as loaded:
+        maps = {name: loaded[name] for name in ("semantic", "depth", "alpha")}  # [F0, V, H, W] each
+    kept = len(maps["semantic"])
+    dims = ("frame", "cam", "h", "w")
+    intrinsics = np.broadcast_to(np.eye(3), (frames, maps["semantic"].shape[1], 3, 3)).copy()
+    stamps = np.arange(frames, dtype=np.int64) * 83_333
+
+    def dataset(arrays, count):
+        return xr.Dataset({**{name: (dims, values) for name, values in arrays.items()},
+                           "intrinsics": (("frame", "cam", "k_row", "k_col"), intrinsics[:count]),
+                           "timestamp_us": (("frame",), stamps[:count])}, attrs={"scene": "bench", "source": "label"})
+
+    before = memory_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    if way == "streamed":
+        template = dataset({name: values[:0] for name, values in maps.items()}, 0)
+        with StoreWriter(out, template, stage="render", config_subset={}, num_frames=frames) as writer:
+            for t in range(frames):
+                writer.append({**{name: values[t % kept][None] for name, values in maps.items()},
+                               "intrinsics": intrinsics[t:t + 1], "timestamp_us": stamps[t:t + 1]})
+    else:  # every frame in host arrays, then one write
+        held = {name: np.empty((frames,) + values.shape[1:], values.dtype) for name, values in maps.items()}
+        for t in range(frames):
+            for name, values in maps.items():
+                held[name][t] = values[t % kept]
+        write_store(out, dataset(held, frames), stage="render", config_subset={})
+    seconds = time.perf_counter() - start
+    return {"frames": frames, "way": way, "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 2),
+            "rss_before_gib": round(before / 2**30, 3), "peak_rss_gib": round(memory_kib("VmHWM") / 2**20, 3)}
+
+
+def memory_kib(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process, KiB. (ru_maxrss would carry the parent's peak over fork and exec.)"""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataroot", type=Path, help="a synthetic dataset (default: generate a 2 s one-scene dataset)")
@@ -177,7 +229,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size-slack", type=float, default=0.25, help="a codec may store this much more than the smallest")
     parser.add_argument("--markdown", type=Path, help="write the table (docs/stores.md) here")
+    parser.add_argument("--no-codecs", dest="codecs", action="store_false", help="skip the codec table")
+    parser.add_argument("--stream-frames", type=int, nargs="*", default=[120, 480],
+                        help="frame counts of the memory comparison (none: skip it)")
+    parser.add_argument("--write-child", nargs=4, help=argparse.SUPPRESS)  # MAPS FRAMES WAY OUT: one write, in this process
     args = parser.parse_args()
+    if args.write_child:
+        maps_file, frames, way, out = args.write_child
+        print(json.dumps(write_maps(Path(maps_file), int(frames), way, Path(out))))
+        return
     device = resolve_device({"device": "auto"})
     device_name = f"{torch.cuda.get_device_name()} host" if device == "cuda" else f"a {os.cpu_count()}-core CPU"
     torch.set_grad_enabled(False)
@@ -187,7 +247,7 @@ def main():
         folder = Path(tmp) / "chunks"
         folder.mkdir()
         table, choices = {}, {}
-        for kind, (chunks, what) in kinds.items():
+        for kind, (chunks, what) in kinds.items() if args.codecs else ():
             table[kind] = {}
             for codec in CANDIDATES:
                 result = measure(chunks, codec, folder, args.repeats)
@@ -195,7 +255,19 @@ def main():
                 emit({"device": device_name, "kind": kind, "data": what, "codec": str(codec), **result})
             choices[kind] = choose(table[kind], args.size_slack)
             emit({"device": device_name, "kind": kind, "choice": choices[kind], **table[kind][choices[kind]]})
-    if args.markdown:
+        maps_file = Path(tmp) / "maps.npz"
+        np.savez(maps_file, **{name: np.stack(kinds[kind][0]) for name, kind in (
+            ("semantic", "class maps (render semantic, uint8)"), ("depth", "depth (render depth, float16)"),
+            ("alpha", "alpha (render alpha, float16)"))})
+        for frames in args.stream_frames:
+            for way in ("streamed", "held"):
+                out = Path(tmp) / f"render-{way}-{frames}.zarr"
+                child = subprocess.run([sys.executable, __file__, "--write-child", str(maps_file), str(frames), way, str(out)],
+                                       capture_output=True, text=True, check=True)
+                emit({"device": device_name, "what": "render store write, host memory", "size": list(args.size),
+                      **json.loads(child.stdout.strip().splitlines()[-1])})
+                shutil.rmtree(out)
+    if args.markdown and table:
         args.markdown.write_text(markdown(table, choices, device_name))
 
 

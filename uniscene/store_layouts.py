@@ -205,8 +205,8 @@ LAYOUTS = {
         },
         {"scene": "scene name", "source": "label / generated"},
         optional_attrs={"backend": "gsplat / torch", "device": "cpu / cuda", "camera_names": "the cam dim's cameras",
-                        "class_names": "`classes.RENDER_CLASS_NAMES`", "background": "255", "render_seconds": "render time",
-                        "frames_per_second": "render speed"},
+                        "class_names": "`classes.RENDER_CLASS_NAMES`", "background": "255", "render_seconds": "seconds of the render loop (reads and writes overlapped with it)",
+                        "frames_per_second": "frames over render_seconds"},
     ),
     "lidar": StoreLayout(
         "lidar", "scenes/<scene>/lidar.zarr",
