@@ -259,15 +259,21 @@ def check_render(parsed, config: dict, rendered) -> dict:
     return {"store_equals_unstreamed": bool(same), "device_cast_equals_numpy": cast_same, "backend": backend}
 
 
-def run_child(figures: Figures, workdir: Path, scene_s: float, argv: list) -> dict:
+def run_child(figures: Figures, workdir: Path, scene_s: float, argv: list) -> dict | None:
+    """The figures of one command run in a fresh process (None, and a line saying so, if it failed)."""
     result = workdir / f"{argv[0]}-{scene_s}.json"
     started = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--child-argv", json.dumps(argv), "--result", str(result)], check=True)
+    status = subprocess.run([sys.executable, __file__, "--child-argv", json.dumps(argv), "--result", str(result)]).returncode
     figures.emit(f"{argv[0]}: child process wall time (start-up included)", round(time.perf_counter() - started, 1), "s", scene_s)
+    if status != 0:
+        figures.emit(f"{argv[0]}: FAILED (exit status {status}; its traceback is in the log)", status, "exit status", scene_s)
+        return None
     return json.loads(result.read_text())
 
 
-def report(figures: Figures, name: str, scene_s: float, result: dict) -> None:
+def report(figures: Figures, name: str, scene_s: float, result: dict | None) -> None:
+    if result is None:
+        return
     frames = result["frames"]
     figures.emit(f"{name}: frames", frames, "count", scene_s)
     figures.emit(f"{name}: store to store (main, start-up excluded)", round(result["seconds"], 2), "s", scene_s)
@@ -310,7 +316,9 @@ def main():
         figures.emit("preparing the dataset and frames stores", round(time.perf_counter() - started, 1), "s")
         if args.kernel_frames:
             kernel = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_render.py"), "--frames", str(args.kernel_frames),
-                                     "--size", *map(str, args.render_size)], capture_output=True, text=True, check=True)
+                                     "--size", *map(str, args.render_size)], stdout=subprocess.PIPE, text=True)
+            if kernel.returncode != 0:
+                figures.emit("bench_render: FAILED (its traceback is in the log)", kernel.returncode, "exit status")
             for line in kernel.stdout.splitlines():
                 if line.startswith("{"):
                     record = json.loads(line)
@@ -319,11 +327,14 @@ def main():
             stores = {name: workdir / f"{name}-{scene_s:g}s.zarr" for name in ("occ_label", "layout", "render")}
             common = ["--config", str(config_path), "--frames", str(frames)]
             report(figures, "occ_label", scene_s, run_child(figures, workdir, scene_s, ["occ-label", *common, "--out", str(stores["occ_label"])]))
+            if not stores["occ_label"].exists():
+                continue
             uniscene("layout", *common, "--out", str(stores["layout"]))
             report(figures, "render", scene_s, run_child(figures, workdir, scene_s, [
                 "render", *common, "--occupancy", str(stores["occ_label"]), "--layout", str(stores["layout"]), "--out", str(stores["render"])]))
-            figures.emit("render store size", round(sum(p.stat().st_size for p in stores["render"].rglob("*") if p.is_file()) / 2**20, 1),
-                         "MiB", scene_s)
+            if stores["render"].exists():
+                size = sum(p.stat().st_size for p in stores["render"].rglob("*") if p.is_file())
+                figures.emit("render store size", round(size / 2**20, 1), "MiB", scene_s)
         figures.emit("whole benchmark", round(time.perf_counter() - started, 1), "s")
 
 
