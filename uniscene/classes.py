@@ -146,6 +146,13 @@ DETECTION_CLASS_NAMES = (
     "traffic_cone",
 )
 DETECTION_CLASS_ID = {name: i for i, name in enumerate(DETECTION_CLASS_NAMES)}
+# The nuScenes category an exporter names for a detection class when nothing more is known (a box added by
+# `uniscene layout-edit`, or re-classed): the class's commonest category.
+DETECTION_CLASS_CATEGORY = {
+    "car": "vehicle.car", "truck": "vehicle.truck", "construction_vehicle": "vehicle.construction", "bus": "vehicle.bus.rigid",
+    "trailer": "vehicle.trailer", "barrier": "movable_object.barrier", "motorcycle": "vehicle.motorcycle",
+    "bicycle": "vehicle.bicycle", "pedestrian": "human.pedestrian.adult", "traffic_cone": "movable_object.trafficcone",
+}
 
 
 def detection_class_of(category_name: str) -> int:
