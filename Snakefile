@@ -21,6 +21,7 @@ include: "rules/render.smk"
 include: "rules/lidar.smk"
 include: "rules/occ_gen.smk"
 include: "rules/metrics.smk"
+include: "rules/export.smk"
 
 
 rule all:

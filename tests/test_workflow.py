@@ -20,7 +20,7 @@ from uniscene.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 # Rules that `all` does not reach, with a target that runs each (a new one goes here).
-ON_DEMAND_TARGETS = {"frames_export_infos": "results/infos/nuscenes_infos_train.pkl"}
+ON_DEMAND_TARGETS = {"export_infos_source": "results/export/source/nuscenes_infos_train.pkl"}
 TARGETS = ["all", *ON_DEMAND_TARGETS.values()]
 
 

@@ -28,11 +28,13 @@ COMMANDS = {
     "train-lidar": "train the LiDAR generator on label occupancy",
     "lidar": "generate LiDAR sweeps of one scene from occupancy",
     "metrics": "score a stage against the synthetic ground truth",
+    "export": "export stores as a nuScenes version, Occ3D labels or mmdet3d info files",
+    "inspect": "show what a store, model folder or export holds (arrays, chunking, provenance, config)",
     "scenes": "list the scenes that the config selects (and their train/val split)",
     "install-profile": "install a Snakemake profile (slurm, local) by name in your Snakemake config folder",
 }
 
-NO_CONFIG = {"install-profile"}  # commands that read no workflow config (they run from any folder)
+NO_CONFIG = {"install-profile", "inspect"}  # commands that read no workflow config (they run from any folder)
 
 
 OUTPUT_ARGUMENTS = ("out", "preview")  # and every export*: checked writable before a command computes

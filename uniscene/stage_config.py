@@ -43,7 +43,6 @@ OCC_GEN = tuple(f"occ_dit.{key}" for key in ("sampler", "inference_steps", "guid
 STAGE_KEYS = {
     "synth": ("seed", "grid", "synth", "dataset.version"),
     "frames": ("dataset.kind", "dataset.dataroot", "dataset.version", "dataset.info_pkl", "synth.num_scenes", "frames"),
-    "frames_infos": SCENE_LIST,
     "scenes": SCENE_LIST,
     "occ_label": ("device", "grid", "occ_label"),
     "layout": ("device", "grid", "layout"),
@@ -56,6 +55,9 @@ STAGE_KEYS = {
     "eval_occ_vae": ("device", "grid", "dataset.dataroot", "dataset.version", "occ_vae.clip_frames", "occ_vae.eval_batch"),
     "train_occ_dit": ("device", "seed", "grid", *(k for k in section_keys("occ_dit") if k not in OCC_GEN + ("occ_dit.eval_frames",))),
     "occ_gen": ("device", "seed", "grid", *OCC_GEN),
+    "export_nuscenes": ("export.jpeg_quality",),  # the exports read their stores, and this
+    "export_occ3d": (),
+    "export_infos": (),
     "metrics_frames": SCENE_LIST,
     "metrics_occ_label": ("grid", *SCENE_LIST),
     "metrics_layout": SCENE_LIST,

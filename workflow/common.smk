@@ -74,6 +74,8 @@ def all_outputs():
     # the generated chain: occupancy from each held-out scene's layout, its renders and LiDAR (rules/occ_gen.smk)
     outputs += ["results/models/occ_dit"] + [f"results/scenes/{scene}/gen/{name}" for scene in VAL_SCENES
                                               for name in ("occ_gen.zarr", "occ_gen.png", "render.zarr", "lidar.zarr")]
+    # the exports of the held-out scenes' label and generated chains (rules/export.smk)
+    outputs += expand("results/export/{chain}/{name}", chain=["label", "gen"], name=["nuscenes", "occ3d", "nuscenes_infos.pkl"])
     if SYNTHETIC:
         outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar", "occ_gen"])
     return outputs
