@@ -11,7 +11,8 @@ from uniscene.data.reader import open_dataset, scene_data
 from uniscene.errors import UserError
 from uniscene.frames import scene_frames
 from uniscene.geometry import invert_transform, matrix_to_quaternion, quaternion_to_matrix
-from uniscene.interop.infos import export_infos, frames_from_infos, read_infos
+from uniscene.export.infos import export_infos
+from uniscene.interop.infos import frames_from_infos, read_infos
 
 VERSION = "v1.0-hand"
 SCENE = "hand-0000"
