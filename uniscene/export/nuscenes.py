@@ -46,7 +46,7 @@ import xarray as xr
 
 from uniscene.classes import DETECTION_CLASS_CATEGORY, DETECTION_CLASS_NAMES, detection_class_of, occ_class_of
 from uniscene.errors import UserError
-from uniscene.geometry import invert_transform, matrix_to_quaternion, quaternion_to_matrix
+from uniscene.geometry import matrix_to_quaternion, quaternion_to_matrix
 from uniscene.sensors import CAMERA_NAMES, LIDAR_NAME
 from uniscene.store import atomic_directory, open_store, provenance, write_json_atomic
 

@@ -31,7 +31,7 @@ from uniscene.boxes import Boxes
 from uniscene.errors import UserError
 from uniscene.frames import camera_variables, instance_variables, interpolate_boxes, sweep_variables
 from uniscene.geometry import (
-    invert_transform, make_transform, matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion,
+    make_transform, matrix_to_quaternion, quaternion_to_matrix, yaw_to_quaternion,
 )
 
 MAX_ASSOCIATION_M = 3.0  # 12 Hz frames are 83 ms apart: 3 m is 36 m/s
