@@ -114,6 +114,29 @@ def test_lidar_store_and_export(lidar_run):
     np.testing.assert_array_equal(read_sweep(export / f"{scene}__LIDAR_TOP__{stamp}.pcd.bin"), points[offsets[5]:offsets[6]])
 
 
+def test_generated_chain_sweeps_scored_as_generated(lidar_run, tmp_path):
+    """gen/lidar.zarr (sweeps from an occ_gen store) is scored under sources.generated; an occ_gen store holding the label
+    occupancy itself gives the label chain's figures exactly (same occupancy, same seed)."""
+    config, _, results, scene, _ = lidar_run
+    text = dumps(config)
+    labels = open_store(scene_store(results, scene, "occ_label"), "occ_label").load()
+    generated = labels[["semantics", "timestamp_us"]].assign(clip=("frame", np.zeros(labels.sizes["frame"], np.int64)))
+    generated.attrs.update(sampler="stand-in", inference_steps=0, guidance_scale=0.0, seed=0)
+    write_store(tmp_path / "occ_gen.zarr", complete(generated, "occ_gen"), stage="occ_gen", config_subset={})
+    assert cli.main(["lidar", "--config", text, "--model", str(model_dir(results, "lidar")), "--frames", str(scene_store(results, scene, "frames")),
+                     "--occupancy", str(tmp_path / "occ_gen.zarr"), "--out", str(tmp_path / "gen_lidar.zarr")]) == 0
+    assert open_store(tmp_path / "gen_lidar.zarr", "lidar").attrs["source"] == "generated"
+    out = tmp_path / "lidar.json"
+    assert cli.main(["metrics", "lidar", "--config", text, "--frames", str(scene_store(results, scene, "frames")),
+                     "--lidar", str(scene_store(results, scene, "lidar")), "--lidar-raycast", str(scene_store(results, scene, "lidar_raycast")),
+                     "--lidar-gen", str(tmp_path / "gen_lidar.zarr"), "--out", str(out)]) == 0
+    sources = json.loads(out.read_text())["sources"]
+    generated_figures, label_figures = sources["generated"]["learned"], sources["label"]["learned"]
+    assert generated_figures.pop("from") == [str(tmp_path / "gen_lidar.zarr")]
+    label_figures.pop("from")
+    assert generated_figures == label_figures
+
+
 def test_metrics_against_recorded_sweeps(lidar_run, tmp_path):
     config, _, results, scene, _ = lidar_run
     out = tmp_path / "lidar.json"

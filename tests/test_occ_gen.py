@@ -237,4 +237,14 @@ def test_bad_inputs_exit_2(world, tmp_path, capsys):
     assert cli.main(["train-occ-dit", "--config", dumps(config), "--vae", str(model / "vae"), "--occupancy", str(held_out / "occ_label.zarr"),
                      "--layout", str(layout), str(layout), "--out", str(tmp_path / "d")]) == 2
     assert "one layout per scene" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in ("a.zarr", "b.zarr", "c.zarr", "d"))
+    # a grid whose latent frames (44 / 4 = 11 cells) the DiT's 2 x 2 patches do not tile: named, before any data is read
+    from uniscene.models.occ_vae.network import OccVAE
+    odd_grid = copy.deepcopy(config)
+    odd_grid["grid"] = {"range_m": [-8.8, -8.8, -1.0, 8.8, 8.8, 0.6], "voxel_size_m": 0.4}  # 44 x 44 x 4
+    OccVAE(grid_shape=(44, 44, 4), embed_dim=2, base_channels=8, channel_multipliers=(1, 1), layers_per_block=1, latent_channels=4,
+           downsample_factor=4, patch_size=2, attention_heads=1, norm_num_groups=4).save_pretrained(tmp_path / "odd_vae")
+    assert cli.main(["train-occ-dit", "--config", dumps(odd_grid), "--vae", str(tmp_path / "odd_vae"), "--occupancy",
+                     str(held_out / "occ_label.zarr"), "--layout", str(layout), "--out", str(tmp_path / "e")]) == 2
+    message = capsys.readouterr().err
+    assert "grid" in message and "multiples of 8" in message
+    assert not any((tmp_path / name).exists() for name in ("a.zarr", "b.zarr", "c.zarr", "d", "e"))

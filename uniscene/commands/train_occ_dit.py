@@ -61,6 +61,12 @@ def main(args, config):
     # 1. the network, sized to the VAE's latent frames
     seed_everything(seed)
     channels, height, width = vae.latent_shape()
+    patch = MODEL_CONFIGS[settings.model]["patch_size"]
+    if height % patch or width % patch:
+        step = vae.config.downsample_factor * patch
+        raise UserError(f"config keys grid.*: the grid's {grid.shape[0]} x {grid.shape[1]} cells give the VAE's latent frames "
+                        f"{height} x {width} cells, which the '{settings.model}' DiT's {patch} x {patch} patches do not tile: "
+                        f"make grid x and y cell counts multiples of {step} (or use another occ_vae.downsample_factor)")
     network = OccDiT(in_channels=channels, sample_size=(height, width), num_frames=settings.clip_frames,
                      context_frames=settings.context_frames, **MODEL_CONFIGS[settings.model])
 

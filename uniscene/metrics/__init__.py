@@ -14,8 +14,8 @@ from uniscene.store import open_store
 
 # store kind (a `uniscene metrics` argument) -> the stage that writes it
 STORE_STAGES = {"frames": "frames", "occ_label": "occ_label", "layout": "layout", "render": "render", "lidar": "lidar",
-                "lidar_raycast": "lidar", "occ_gen": "occ_gen", "occ_gen_ddim50": "occ_gen", "occ_gen_leak_noise_prior": "occ_gen",
-                "occ_gen_leak_meta": "occ_gen"}
+                "lidar_raycast": "lidar", "lidar_gen": "lidar", "occ_gen": "occ_gen", "occ_gen_ddim50": "occ_gen", "occ_gen_leak_noise_prior": "occ_gen",
+                "occ_gen_leak_meta": "occ_gen", "video": "video", "video_no_crossview": "video", "video_gen": "video", "render_gen": "render"}
 
 
 @dataclass(frozen=True)

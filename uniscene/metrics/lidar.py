@@ -3,7 +3,8 @@
 The rule gives, for each held-out scene (`val_scenes`; every scene where there is none), its
 frames.zarr, its lidar.zarr (method learned: the trained LidarPipeline) and its
 lidar_raycast.zarr (method raycast: the no-learning baseline, `uniscene lidar --method
-raycast`). Each holds a sweep per 12 Hz frame from the same sensor pose as the recorded one,
+raycast`), and where given its gen/lidar.zarr (method learned, from the generated chain's
+occupancy). Each holds a sweep per 12 Hz frame from the same sensor pose as the recorded one,
 made from the occupancy its `source` attribute names (label: occ_label.zarr; generated:
 occ_gen.zarr); the figures below compare them with the recorded sweeps, per source and method.
 
@@ -40,7 +41,8 @@ BEV_EXTENT_M = 51.2
 BEV_BINS = 100
 MMD_SIGMA = 0.5
 SOURCES = ("label", "generated")
-METHOD_OF_KIND = {"lidar": "learned", "lidar_raycast": "raycast"}  # store kind -> the method its sweeps must be made by
+# store kind -> the method its sweeps must be made by (lidar_gen: the generated chain's gen/lidar.zarr, optional)
+METHOD_OF_KIND = {"lidar": "learned", "lidar_raycast": "raycast", "lidar_gen": "learned"}
 
 
 def bev_histograms(sweeps) -> np.ndarray:
@@ -139,6 +141,8 @@ def evaluate(config: dict, scenes: list[SceneStores]) -> dict:
         frames = stores.open("frames")
         recorded += [read_sweep(path) for path in recorded_sweep_paths(frames)]
         for kind, method in METHOD_OF_KIND.items():
+            if kind not in stores.paths:
+                continue
             source, sweeps = _stored_sweeps(stores, kind, frames["timestamp_us"].values)
             generated.setdefault((source, method), []).extend(sweeps)
             origin.setdefault((source, method), []).append(str(stores.paths[kind]))
