@@ -64,6 +64,8 @@ STAGE_KEYS = {
     "metrics_render": ("grid", *SCENE_LIST, "render"),
     "metrics_lidar": (*SCENE_LIST, *BEAMS),
     "metrics_occ_gen": ("grid", *SCENE_LIST, "occ_dit.eval_frames"),
+    "train_segmenter": ("device", "seed", "dataset.kind", "dataset.dataroot", "segmenter"),
+    "metrics_video": ("device", *SCENE_LIST, "video_metrics"),
 }
 
 
