@@ -3,7 +3,7 @@
 # `uniscene metrics` reads those and the dataset's truth, and makes nothing else.
 import shlex
 
-from uniscene.commands.metrics import HELD_OUT_STAGES, STORE_PATHS
+from uniscene.commands.metrics import HELD_OUT_STAGES, MODEL_ARGUMENTS, STORE_PATHS
 from uniscene.commands.metrics import INPUTS as METRIC_INPUTS
 
 
@@ -16,13 +16,41 @@ def metric_stores(wildcards):
 
 
 def metric_store_arguments(wildcards, input):
-    """`--frames a b --layout a b`: the stores of `metric_stores` as `uniscene metrics` takes them."""
-    return " ".join(f"--{kind.replace('_', '-')} {' '.join(map(shlex.quote, getattr(input, kind)))}" for kind in METRIC_INPUTS[wildcards.stage])
+    """`--frames a b --layout a b`: the stores of `metric_stores` as `uniscene metrics` takes them, and the models of `metric_models`."""
+    stores = [f"--{kind.replace('_', '-')} {' '.join(map(shlex.quote, getattr(input, kind)))}" for kind in METRIC_INPUTS[wildcards.stage]]
+    models = [f"--{name} {shlex.quote(getattr(input, name))}" for name in MODEL_ARGUMENTS.get(wildcards.stage, {})]
+    return " ".join(stores + models)
+
+
+def metric_models(wildcards):
+    """{name: model folder} that a stage's metrics read (the video's segmenter: results/models/segmenter)."""
+    return {name: f"results/models/{name}" for name in MODEL_ARGUMENTS.get(wildcards.stage, {})}
+
+
+rule train_segmenter:
+    input:
+        frames=expand("results/scenes/{scene}/frames.zarr", scene=TRAIN_SCENES),
+        val_frames=expand("results/scenes/{scene}/frames.zarr", scene=VAL_SCENES),
+        dataset=dataset_input,
+    output:
+        directory("results/models/segmenter"),
+    log:
+        "logs/train_segmenter/segmenter.log",
+    benchmark:
+        "logs/train_segmenter/segmenter.benchmark.tsv"
+    params:
+        config=STAGE_CONFIG["train_segmenter"],
+        config_file=STAGE_CONFIG_FILE["train_segmenter"],
+    threads: 2
+    shell:
+        "uniscene train-segmenter --config {params.config_file:q} --frames {input.frames:q} "
+        "--val-frames {input.val_frames:q} --out {output:q} > {log} 2>&1"
 
 
 rule metrics_score:
     input:
         unpack(metric_stores),
+        unpack(metric_models),
         dataset=dataset_input,
     output:
         "results/metrics/{stage}.json",
