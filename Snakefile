@@ -20,6 +20,7 @@ include: "rules/occ_vae.smk"
 include: "rules/render.smk"
 include: "rules/lidar.smk"
 include: "rules/occ_gen.smk"
+include: "rules/video.smk"
 include: "rules/metrics.smk"
 include: "rules/export.smk"
 

@@ -24,6 +24,8 @@ COMMANDS = {
     "eval-occ-vae": "score a trained occupancy VAE on occupancy stores or an Occ3D folder",
     "train-occ-dit": "train the layout-conditioned occupancy DiT on the occupancy VAE's latents",
     "occ-gen": "generate the semantic occupancy of one scene from its layout",
+    "train-video": "train the multi-view video model on the training scenes' images and label renders",
+    "video": "generate the six-camera video of one scene from its rendered maps",
     "render": "render occupancy into per-camera semantic and depth maps",
     "train-lidar": "train the LiDAR generator on label occupancy",
     "lidar": "generate LiDAR sweeps of one scene from occupancy",

@@ -37,6 +37,7 @@ def section_keys(section: str, but: tuple = ()) -> tuple:
 
 SCENE_LIST = ("dataset", "synth.num_scenes")  # what the scene selection reads (uniscene/data/scenes.py)
 BEAMS = ("dataset.kind", "synth.lidar_azimuth_steps")  # the LIDAR_TOP pattern (models/lidar/beams.py)
+VIDEO_GEN = tuple(f"video.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "first_frame"))  # models/video/settings.py
 OCC_GEN = tuple(f"occ_dit.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "leak_noise_prior",
                                                "noise_prior_weight", "leak_meta"))  # generation (models/occ_dit/settings.py)
 
@@ -55,6 +56,8 @@ STAGE_KEYS = {
     "eval_occ_vae": ("device", "grid", "dataset.dataroot", "dataset.version", "occ_vae.clip_frames", "occ_vae.eval_batch"),
     "train_occ_dit": ("device", "seed", "grid", *(k for k in section_keys("occ_dit") if k not in OCC_GEN + ("occ_dit.eval_frames",))),
     "occ_gen": ("device", "seed", "grid", *OCC_GEN),
+    "train_video": ("device", "seed", *section_keys("video", but=tuple(k.split(".")[1] for k in VIDEO_GEN))),
+    "video": ("device", "seed", *VIDEO_GEN),
     "export_nuscenes": ("export.jpeg_quality",),  # the exports read their stores, and this
     "export_occ3d": (),
     "export_infos": (),

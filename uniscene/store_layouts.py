@@ -223,13 +223,19 @@ LAYOUTS = {
         dim_sizes={"channel": 5},
     ),
     "video": StoreLayout(
-        "video", "scenes/<scene>/video.zarr",
+        "video", "scenes/<scene>/video.zarr (label chain), variants/video_no_crossview.zarr, <chain>/video.zarr",
         {
             "rgb": Var(("frame", "cam", "h", "w", "channel"), "uint8", "generated RGB images", codec=RGB),
+            "intrinsics": Var(("frame", "cam", "k_row", "k_col"), "float64", "K at the video size"),
             "timestamp_us": Var(("frame",), "int64", "the frames of frames.zarr"),
         },
-        {"scene": "scene name"},
-        optional_attrs={"camera_names": "the cam dim's cameras"},
+        {"scene": "scene name", "source": "label / generated (the render store's)", "camera_names": "the cam dim's cameras",
+         "cross_view": "whether the model had cross-view attention", "first_frame": "whether the real first images were read",
+         "sampler": "diffusers scheduler", "inference_steps": "sampling steps per clip", "guidance_scale": "classifier-free guidance scale",
+         "seed": "sampling seed"},
+        optional_attrs={"clip_frames": "frames per clip", "context_frames": "frames each later clip is conditioned on",
+                        "frames": "the frame range generated, START:STOP", "device": "cpu / cuda",
+                        "generate_seconds": "seconds of the generation loop (writes overlapped)", "seconds_per_clip": "generate_seconds per clip"},
         dim_sizes={"channel": 3},
     ),
     "synth_truth": StoreLayout(

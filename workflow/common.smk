@@ -74,6 +74,11 @@ def all_outputs():
     # the generated chain: occupancy from each held-out scene's layout, its renders and LiDAR (rules/occ_gen.smk)
     outputs += ["results/models/occ_dit"] + [f"results/scenes/{scene}/gen/{name}" for scene in VAL_SCENES
                                               for name in ("occ_gen.zarr", "occ_gen.png", "render.zarr", "lidar.zarr")]
+    # video (rules/video.smk): the held-out scenes' label renders with and without cross-view attention, and the generated chain
+    outputs += ["results/models/video", "results/models/video_no_crossview"] + [
+        f"results/scenes/{scene}/{name}" for scene in VAL_SCENES
+        for name in ("video.zarr", "video.mp4", "variants/video_no_crossview.zarr", "variants/video_no_crossview.mp4",
+                     "gen/video.zarr", "gen/video.mp4")]
     # the exports of the held-out scenes' label and generated chains (rules/export.smk)
     outputs += expand("results/export/{chain}/{name}", chain=["label", "gen"], name=["nuscenes", "occ3d", "nuscenes_infos.pkl"])
     if SYNTHETIC:
