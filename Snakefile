@@ -23,9 +23,12 @@ include: "rules/occ_gen.smk"
 include: "rules/video.smk"
 include: "rules/metrics.smk"
 include: "rules/export.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         all_outputs(),
+        report_outputs(),
+        "results/report/stage_times.html",

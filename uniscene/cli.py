@@ -33,6 +33,7 @@ COMMANDS = {
     "metrics": "score a stage against the synthetic ground truth",
     "export": "export stores as a nuScenes version, Occ3D labels or mmdet3d info files",
     "inspect": "show what a store, model folder or export holds (arrays, chunking, provenance, config)",
+    "report": "draw the report's figures: occupancy 3D views, LiDAR beside the recorded sweep, training curves, metrics, stage times",
     "scenes": "list the scenes that the config selects (and their train/val split)",
     "install-profile": "install a Snakemake profile (slurm, local) by name in your Snakemake config folder",
 }

@@ -61,6 +61,7 @@ STAGE_KEYS = {
     "export_nuscenes": ("export.jpeg_quality",),  # the exports read their stores, and this
     "export_occ3d": (),
     "export_infos": (),
+    "report": ("grid",),  # the report's figures (uniscene report): the occupancy views read the grid
     "metrics_frames": SCENE_LIST,
     "metrics_occ_label": ("grid", *SCENE_LIST),
     "metrics_layout": SCENE_LIST,
