@@ -21,7 +21,8 @@ from uniscene.store import config_hash, fingerprint, open_store, write_json_atom
 
 STAGE = "train_video"
 HELP = "train the multi-view video model on the training scenes' camera images and label renders"
-VAE_BATCH = 16  # images per autoencoder step
+VAE_BATCH = 8  # image crops per autoencoder step
+VAE_CROP = 48  # their side, pixels (a multiple of the autoencoder's downsampling; images smaller than it are taken whole)
 
 
 def add_arguments(parser):
@@ -165,7 +166,7 @@ def main(args, config):
     # 3. the autoencoder, trained from scratch unless pretrained
     vae_history = []
     if vae_trained_here:
-        vae_trainer = Trainer(vae, ImageDataset(ManyImages(images)), autoencoder_loss, make_config(settings.vae_steps, VAE_BATCH),
+        vae_trainer = Trainer(vae, ImageDataset(ManyImages(images), crop=VAE_CROP // factor * factor), autoencoder_loss, make_config(settings.vae_steps, VAE_BATCH),
                               work_dir=work / "vae", run_hash=config_hash({"vae": training_keys}), device=device,
                               description="train-video (autoencoder)")
         vae_history = vae_trainer.fit()

@@ -1,7 +1,7 @@
 """Training the video model on the training scenes' camera images, with the shared training loop (uniscene.training).
 
 1. The image autoencoder (from scratch, unless the pretrained folder holds one): AutoencoderKL on
-   every training image at the video size, L1 reconstruction + a small KL term. Its latent scale
+   random crops of the training images at the video size, L1 reconstruction + a small KL term. Its latent scale
    (scaling_factor, shift_factor in its config) is then set from the training latents' statistics.
 2. Every training image is encoded once (the posterior's mode, scaled); a sample is a clip of F
    consecutive frames of all six cameras with the scene's conditions (maps, cameras, boxes).
@@ -27,16 +27,23 @@ KL_WEIGHT = 1e-6  # the autoencoder's KL term, small as Stable Diffusion's
 
 
 class ImageDataset(Dataset):
-    """Every image of `images` ([N, H, W, 3] uint8 array-like, read an item at a time) as [3, H, W] in [-1, 1]."""
+    """Every image of `images` ([N, H, W, 3] uint8 array-like, read an item at a time) as [3, c, c] in [-1, 1]: a random
+    c x c crop (c = `crop`; the autoencoder is convolutional, so crops train it for whole images at a fraction of the cost),
+    placed by torch's global generator (seeded per rank by the trainer). crop 0: whole images [3, H, W]."""
 
-    def __init__(self, images):
-        self.images = images
+    def __init__(self, images, crop: int = 0):
+        self.images, self.crop = images, crop
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": torch.from_numpy(np.asarray(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1}
+        image = torch.from_numpy(np.asarray(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1  # [3, H, W]
+        height, width = image.shape[1:]
+        if 0 < self.crop < min(height, width):
+            y0, x0 = (int(torch.randint(0, n - self.crop + 1, ())) for n in (height, width))
+            image = image[:, y0:y0 + self.crop, x0:x0 + self.crop]
+        return {"image": image}
 
 
 def autoencoder_loss(model, batch):
