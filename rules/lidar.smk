@@ -12,8 +12,10 @@ rule lidar_train:
         config=STAGE_CONFIG["train_lidar"],
         config_file=STAGE_CONFIG_FILE["train_lidar"],
     threads: 2
+    resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
     shell:
-        "uniscene train-lidar --config {params.config_file:q} --frames {input.frames:q} "
+        "{TRAIN_LAUNCH} train-lidar --config {params.config_file:q} --frames {input.frames:q} "
         "--occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"
 
 

@@ -42,8 +42,10 @@ rule train_segmenter:
         config=STAGE_CONFIG["train_segmenter"],
         config_file=STAGE_CONFIG_FILE["train_segmenter"],
     threads: 2
+    resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
     shell:
-        "uniscene train-segmenter --config {params.config_file:q} --frames {input.frames:q} "
+        "{TRAIN_LAUNCH} train-segmenter --config {params.config_file:q} --frames {input.frames:q} "
         "--val-frames {input.val_frames:q} --out {output:q} > {log} 2>&1"
 
 

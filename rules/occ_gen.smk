@@ -33,9 +33,10 @@ rule train_occ_dit:
         config_file=STAGE_CONFIG_FILE["train_occ_dit"],
     threads: 2
     resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
         mem_mb=8000,
     shell:
-        "uniscene train-occ-dit --config {params.config_file:q} --vae {input.vae:q} --occupancy {input.occupancy:q} "
+        "{TRAIN_LAUNCH} train-occ-dit --config {params.config_file:q} --vae {input.vae:q} --occupancy {input.occupancy:q} "
         "--layout {input.layout:q} --out {output:q} > {log} 2>&1"
 
 

@@ -37,9 +37,10 @@ rule train_occ_vae:
         sources=lambda w, input: occ_vae_sources(TRAIN_SCENES, input),
     threads: 2
     resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
         mem_mb=4000,
     shell:
-        "uniscene train-occ-vae --config {params.config_file:q} {params.sources} --out {output:q} > {log} 2>&1"
+        "{TRAIN_LAUNCH} train-occ-vae --config {params.config_file:q} {params.sources} --out {output:q} > {log} 2>&1"
 
 
 rule eval_occ_vae:

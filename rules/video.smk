@@ -21,9 +21,10 @@ rule train_video:
         flags="",
     threads: 2
     resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
         mem_mb=8000,
     shell:
-        "uniscene train-video --config {params.config_file:q} --frames {input.frames:q} --render {input.render:q} "
+        "{TRAIN_LAUNCH} train-video --config {params.config_file:q} --frames {input.frames:q} --render {input.render:q} "
         "--layout {input.layout:q} --out {output:q} {params.flags} > {log} 2>&1"
 
 

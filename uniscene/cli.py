@@ -80,12 +80,16 @@ def main(argv=None) -> int:
         if args.command in NO_CONFIG:
             _module(args.command).main(args)
             return 0
-        from uniscene.config import load_config
+        from uniscene.config import load_config, resolve_device
         from uniscene.stage_config import stage_config
+
+        from uniscene.training.distributed import torchrun_process_group
 
         module = _module(args.command)
         stage = module.config_stage(args) if hasattr(module, "config_stage") else module.STAGE
-        module.main(args, stage_config(load_config(args.config), stage))
+        config = stage_config(load_config(args.config), stage)
+        with torchrun_process_group(resolve_device(config) if "device" in config else "cpu"):  # several processes under torchrun
+            module.main(args, config)
     except UserError as error:
         return _fail(args.command, error)
     except Exception as error:  # a corrupt chunk surfaces wherever a stage reads lazily: one line naming store and variable

@@ -37,6 +37,10 @@ DATAROOT = config["dataset"]["dataroot"]
 # stage's keys change and no other; its shell line passes the same subset as a small JSON file named by its hash.
 STAGE_CONFIG = {stage: stage_config(config, stage) for stage in STAGE_KEYS}
 STAGE_CONFIG_FILE = {stage: str(write_stage_config(config, stage, ".snakemake/uniscene/config")) for stage in STAGE_KEYS}
+# Training jobs ask for train_gpus GPUs; with more than one they run one process per GPU under torchrun, which
+# `uniscene` joins into a process group (uniscene/training/distributed.py: DDP, the global batch split among them).
+TRAIN_GPUS = config["train_gpus"]
+TRAIN_LAUNCH = "uniscene" if TRAIN_GPUS == 1 else f"torchrun --standalone --nproc_per_node {TRAIN_GPUS} -m uniscene.cli"
 
 
 wildcard_constraints:

@@ -2,10 +2,13 @@
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `python` run has none of them and is
 rank 0 of 1. The trainer shards data by these numbers; it synchronises gradients (DDP) only when
-a process group is also initialised (`init_process_group`), which the caller does.
+a process group is also initialised: `uniscene` does that for every command it runs under
+torchrun (`torchrun_process_group`), so `torchrun --nproc_per_node N -m uniscene.cli train-...`
+trains on N processes.
 """
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +37,24 @@ class RankInfo:
 def process_group_ready(info: RankInfo) -> bool:
     """True when gradients must be synchronised: several processes and an initialised process group."""
     return info.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+@contextmanager
+def torchrun_process_group(device: str = "cpu"):
+    """Under torchrun (WORLD_SIZE > 1), the run's process group: NCCL with one GPU per process (LOCAL_RANK) when
+    `device` is CUDA, gloo otherwise; torchrun's environment gives the rendezvous. A plain run gets none."""
+    info = RankInfo.from_env()
+    if info.world_size == 1 or dist.is_initialized():
+        yield
+        return
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    dist.init_process_group(backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def collective_device(device: torch.device) -> torch.device:
