@@ -34,7 +34,9 @@ from uniscene.sensors import CAMERA_NAMES
 from uniscene.store import open_store, write_store
 
 VIDEO_HW = (48, 80)  # the stand-in videos' size: the 45 x 80 true images resized
-CLIP_FRAMES = 8
+FRAME_STEP = 3  # the stand-in videos hold every 3rd frame of the held-out scene (a video may cover some frames only)
+CLIP_FRAMES = 4
+SEGMENTER_STEPS = 80
 
 
 # ------------------------------------------------------------------------------- closed forms
@@ -184,7 +186,7 @@ def video_run(synthetic_dataset, tmp_path_factory):
     config, dataroot = synthetic_dataset
     config = copy.deepcopy(config)
     config["device"] = "cpu"
-    config["segmenter"] = {**config["segmenter"], "steps": 120, "batch_size": 8, "learning_rate": 0.01}
+    config["segmenter"] = {**config["segmenter"], "steps": SEGMENTER_STEPS, "batch_size": 8}
     results = tmp_path_factory.mktemp("video_metrics")
     train, held_out = train_scenes(config), val_scenes(config)
     for scene in train + held_out:
@@ -200,7 +202,7 @@ def video_run(synthetic_dataset, tmp_path_factory):
 
 def _write_stand_ins(config, dataroot, scene, results):
     """render.zarr of the truth's classes and depth; video.zarr of the true images resized to VIDEO_HW; noise videos."""
-    frames = open_store(scene_store(results, scene, "frames"), "frames")
+    frames = open_store(scene_store(results, scene, "frames"), "frames").isel(frame=slice(None, None, FRAME_STEP))
     truth = open_store(truth_store(dataroot, scene))
     index = {int(t): i for i, t in enumerate(truth["timestamp_us"].values)}
     k = [index[int(t)] for t in frames["timestamp_us"].values]
@@ -252,12 +254,11 @@ def test_segmenter_beats_chance_on_held_out_true_images(video_run):
     assert scores["num_images"] > 0 and training["image_size"] == [45, 80]
     # chance: every pixel given the commonest class of the held-out truth
     config, dataroot, results, _, _ = video_run
-    truth = open_store(truth_store(dataroot, held_out[0]))
-    counts = np.bincount(truth["cam_semantics"].values.reshape(-1))
-    counts[255:] = 0  # pixel_accuracy counts real classes only
-    majority_accuracy = counts.max() / counts.sum()
-    assert scores["pixel_accuracy"] > majority_accuracy + 0.25, (scores["pixel_accuracy"], majority_accuracy)
-    assert scores["miou"] > 0.3, scores["miou"]
+    truth = open_store(truth_store(dataroot, held_out[0]))["cam_semantics"].values.astype(np.int64)
+    truth[truth == 255] = NONE_INDEX
+    chance = class_scores(confusion_matrix(truth, np.full_like(truth, np.bincount(truth.reshape(-1)).argmax())))
+    assert scores["pixel_accuracy"] > chance["pixel_accuracy"] + 0.25, (scores["pixel_accuracy"], chance["pixel_accuracy"])
+    assert scores["miou"] > 4 * chance["miou"] and scores["miou"] > 0.2, (scores["miou"], chance["miou"])
 
 
 def _metrics_config(video_run, tmp_path):
@@ -299,7 +300,7 @@ def test_metrics_video_end_to_end_truth_high_noise_low(video_run, tmp_path):
     # the stand-in made of the true images: perfect pixel figures, condition consistency at the segmenter's ceiling
     assert truth["psnr_db"] == PSNR_CAP_DB and truth["ssim"] == pytest.approx(1.0, abs=1e-6) and truth["lpips"] == 0
     assert truth["condition_consistency"]["vs_truth"]["miou"] == pytest.approx(ceiling["miou"])
-    assert ceiling["miou"] > 0.3 and truth["fid"]["value"] == pytest.approx(0, abs=1e-6) and truth["fvd"]["value"] == pytest.approx(0, abs=1e-6)
+    assert ceiling["miou"] > 0.2 and truth["fid"]["value"] == pytest.approx(0, abs=1e-6) and truth["fvd"]["value"] == pytest.approx(0, abs=1e-6)
     assert truth["cross_view_consistency"]["pixel_error"] < 0.06 and truth["cross_view_consistency"]["agreement"] > 0.9
     # noise: low everywhere
     assert noise["psnr_db"] < 12 and noise["ssim"] < 0.1 and noise["lpips"] > 0
@@ -308,14 +309,14 @@ def test_metrics_video_end_to_end_truth_high_noise_low(video_run, tmp_path):
     assert noise["fid"]["value"] > 10 * max(truth["fid"]["value"], 1e-3) and noise["fvd"]["value"] > 10 * max(truth["fvd"]["value"], 1e-3)
     # the generated chain: no pixel figures, condition consistency against its own render
     assert "psnr_db" not in gen and set(gen["condition_consistency"]) == {"vs_render"}
-    assert gen["condition_consistency"]["vs_render"]["miou"] > 0.3
+    assert gen["condition_consistency"]["vs_render"]["miou"] == pytest.approx(truth["condition_consistency"]["vs_truth"]["miou"])
     # the protocol is written down
     assert payload["protocol"]["fvd"]["clip_frames"] == CLIP_FRAMES and "bilinear" in payload["protocol"]["resize"]["true_images"]
-    frames = open_store(scene_store(video_run[2], video_run[4][0], "frames"), "frames").sizes["frame"]
+    frames = len(range(0, open_store(scene_store(video_run[2], video_run[4][0], "frames"), "frames").sizes["frame"], FRAME_STEP))
     assert truth["frames_scored"] == frames and truth["images_scored"] == 6 * frames
     assert truth["fvd"]["num_clips"] == 6 * (frames // CLIP_FRAMES) and truth["image_size"] == [list(VIDEO_HW)]
     assert payload["networks"]["lpips"]["backbone_sha256"] == config["video_metrics"]["lpips"]["sha256"]
-    assert payload["segmenter"]["held_out_true_images"]["miou"] > 0.3 and "skipped" not in payload
+    assert payload["segmenter"]["held_out_true_images"]["miou"] > 0.2 and "skipped" not in payload
 
 
 def test_metrics_video_skips_unconfigured_networks_with_one_line_each(video_run, tmp_path):

@@ -109,7 +109,7 @@ class Networks:
         if not (folder / "config.json").is_file() or not (folder / "training.json").is_file():
             raise UserError(f"--segmenter {folder} is not a trained segmenter (no config.json / training.json): run "
                             f"`uniscene train-segmenter` (`snakemake results/models/segmenter`)")
-        self.segmenter = SegmenterNet.from_pretrained(folder).to(device).eval()
+        self.segmenter = SegmenterNet.from_pretrained(folder, low_cpu_mem_usage=False).to(device).eval()
         self.segmenter_training = json.loads((folder / "training.json").read_text())
         self.segmenter_size = tuple(self.segmenter_training["image_size"])
         self.described["segmenter"] = {"folder": str(folder), "image_size": list(self.segmenter_size)}
