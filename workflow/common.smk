@@ -86,7 +86,7 @@ def all_outputs():
     # the exports of the held-out scenes' label and generated chains (rules/export.smk)
     outputs += expand("results/export/{chain}/{name}", chain=["label", "gen"], name=["nuscenes", "occ3d", "nuscenes_infos.pkl"])
     if SYNTHETIC:
-        outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar", "occ_gen"])
+        outputs += expand("results/metrics/{stage}.json", stage=["frames", "occ_label", "layout", "render", "lidar", "occ_gen", "video"])
     return outputs
 
 
