@@ -243,3 +243,13 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for one, two in zip(history, result["history"]):
         assert one["losses"]["mse"] == pytest.approx(two["losses"]["mse"], rel=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5])
+def test_a_run_of_a_few_steps_trains_under_every_schedule(tmp_path, steps):
+    """OneCycleLR divides by its warm-up's length in steps: 10 % of a few steps is under one (it raised ZeroDivisionError)."""
+    for schedule in ("one_cycle", "cosine", "constant"):
+        config = TrainingConfig(**{**CONFIG.as_dict(), "steps": steps, "log_every": 1, "lr_schedule": schedule})
+        trainer = Trainer(mlp(), Regression(40), mse_loss, config, tmp_path / f"{schedule}-{steps}", run_hash="few")
+        history = trainer.fit()
+        assert trainer.step == steps and len(history) == steps

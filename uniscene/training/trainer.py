@@ -294,7 +294,12 @@ class Trainer:
 
 def _lr_scheduler(optimizer, config: TrainingConfig, total_steps: int):
     if config.lr_schedule == "one_cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=total_steps, pct_start=config.warmup)
+        # OneCycleLR divides by its warm-up's length in steps: a run of a few steps warms up over two (one or two steps:
+        # a constant rate)
+        if total_steps <= 2:
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=total_steps,
+                                                   pct_start=max(config.warmup, 2.0 / total_steps))
     from diffusers.optimization import get_scheduler
 
     name = "cosine" if config.lr_schedule == "cosine" else "constant_with_warmup"
