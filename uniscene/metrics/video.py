@@ -206,6 +206,9 @@ def score_scene(score: VideoScore, kind: str, stores: SceneStores, networks: Net
     score.sizes.add((h, w))
     score.first_frame.add(first_given)
     image_hw = frames["cam_image_size"].values  # [V, 2]
+    image_paths, ego_from_cams = frames["cam_image_path"].values, frames["ego_from_cam"].values  # [T, V], [T, V, 4, 4]
+    intrinsics_all = np.stack([scale_intrinsics(frames["cam_intrinsics"].values[:, v], image_hw[v], (h, w))
+                               for v in range(len(CAMERA_NAMES))], 1)  # [T, V, 3, 3] at h x w
     tolerance, threshold = float(settings.cross_view["depth_tolerance"]), float(settings.cross_view["agree_threshold"])
     generated_all, true_all = [], []
     for start in range(0, len(scored), settings.batch_frames):
@@ -214,7 +217,7 @@ def score_scene(score: VideoScore, kind: str, stores: SceneStores, networks: Net
         k = [index["truth"][timestamps[t]] for t in batch]
         r = [index["render"][timestamps[t]] for t in batch]
         generated = video["rgb"].isel(frame=batch).values  # [B, V, h, w, 3] uint8
-        true = read_images(dataroot, frames["cam_image_path"].values[f].reshape(-1), (h, w)).reshape(generated.shape)
+        true = read_images(dataroot, image_paths[f].reshape(-1), (h, w)).reshape(generated.shape)
         true_class = resize_nearest(truth["cam_semantics"][k].values.astype(np.int64), (h, w))  # [B, V, h, w]
         true_class[true_class == 255] = NONE_INDEX
         render_class = resize_nearest(scoring_classes(render["semantic"][r].values), (h, w))
@@ -237,8 +240,7 @@ def score_scene(score: VideoScore, kind: str, stores: SceneStores, networks: Net
             score.true_confusion_truth += confusion_matrix(true_class, networks.classes(flat_true).reshape(true_class.shape))
         # 3. cross-view consistency, frame by frame
         for i, fi in enumerate(f):
-            intrinsics = np.stack([scale_intrinsics(frames["cam_intrinsics"].values[fi, v], image_hw[v], (h, w)) for v in range(len(CAMERA_NAMES))])
-            ego_from_cam = frames["ego_from_cam"].values[fi]
+            intrinsics, ego_from_cam = intrinsics_all[fi], ego_from_cams[fi]
             matches = neighbour_matches(render_depth[i], intrinsics, ego_from_cam, tolerance)
             score.cross_view.add(photometric_errors(generated[i], matches), matches, threshold)
             if with_truth_figures:
