@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from uniscene.classes import FREE, OCC_CLASS_ID
+from uniscene.models.clips import clip_starts
 from uniscene.models.occ_dit.network import OccDiT
-from uniscene.models.occ_dit.pipeline import (OccGenPipeline, clip_starts, occupancy_meta, sampler_scheduler,
+from uniscene.models.occ_dit.pipeline import (OccGenPipeline, occupancy_meta, sampler_scheduler,
                                               training_scheduler)
 from uniscene.models.occ_vae.network import OccVAE
 

@@ -11,7 +11,8 @@ from torch.distributions import Normal, kl_divergence
 
 from uniscene.models.occ_vae.loss import ENET_C, class_weights, lovasz_softmax, vae_loss
 from uniscene.models.occ_vae.network import MODEL_CONFIGS, NUM_LABELS, OccLatentDistribution, OccVAE
-from uniscene.models.occ_vae.scenes import clip_starts, decode_scene, encode_frames
+from uniscene.models.clips import clip_starts
+from uniscene.models.occ_vae.scenes import decode_scene, encode_frames
 
 SMALL = dict(grid_shape=(16, 24, 4), embed_dim=2, base_channels=8, channel_multipliers=(1, 2), layers_per_block=1,
              latent_channels=3, downsample_factor=4, patch_size=2, attention_heads=2, norm_num_groups=4)

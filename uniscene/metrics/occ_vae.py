@@ -16,8 +16,9 @@ import torch
 
 from uniscene.classes import NUM_OCC_CLASSES, OCC_CLASS_NAMES
 from uniscene.metrics.occ_label import NUM_LABELS, confusion, scores
+from uniscene.models.clips import clip_starts
 from uniscene.models.occ_vae.network import OccVAE
-from uniscene.models.occ_vae.scenes import clip_starts, reconstruct_scene
+from uniscene.models.occ_vae.scenes import reconstruct_scene
 
 
 def constant_class_baseline(matrix: np.ndarray) -> dict:

@@ -24,6 +24,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from uniscene.classes import FREE, OCC_CLASS_ID
+from uniscene.models.clips import clip_starts
 from uniscene.models.occ_dit.network import OccDiT
 from uniscene.models.occ_vae.network import OccVAE
 from uniscene.models.occ_vae.scenes import encode_frames
@@ -72,18 +73,6 @@ def occupancy_meta(semantics: np.ndarray) -> np.ndarray:
     shares = [other / (voxels * META_GROUPS[0][2])] + [n / (voxels * s) for n, (_, _, s) in zip(counts, META_GROUPS[1:])]
     return np.minimum(np.stack(shares, 1), 1.0).astype(np.float32)
 
-
-def clip_starts(num_frames: int, clip_frames: int, context_frames: int) -> list:
-    """First frame of each clip: clips of `clip_frames` overlapping by `context_frames`, the last one ending at the scene's end."""
-    if not 0 <= context_frames < clip_frames:
-        raise ValueError(f"context_frames {context_frames} must be in [0, clip_frames {clip_frames})")
-    if num_frames <= clip_frames:
-        return [0]
-    step = clip_frames - context_frames
-    starts = list(range(0, num_frames - clip_frames + 1, step))
-    if starts[-1] + clip_frames < num_frames:
-        starts.append(num_frames - clip_frames)  # the last clip overlaps more than k frames
-    return starts
 
 
 @dataclass

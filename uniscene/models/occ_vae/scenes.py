@@ -10,17 +10,9 @@ Letters: N frames of a scene, T frames per clip, C latent channels, h w latent g
 
 import torch
 
+from uniscene.models.clips import clip_starts
 from uniscene.models.occ_vae.network import OccVAE
 
-
-def clip_starts(num_frames: int, clip_frames: int) -> list:
-    """First frame of each clip covering frames 0..N-1 (one clip of N frames where N < T)."""
-    if num_frames <= clip_frames:
-        return [0]
-    starts = list(range(0, num_frames - clip_frames + 1, clip_frames))
-    if starts[-1] + clip_frames < num_frames:
-        starts.append(num_frames - clip_frames)
-    return starts
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -24,6 +24,7 @@ from diffusers import (AutoencoderKL, AutoencoderKLTemporalDecoder, DDIMSchedule
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from uniscene.models.clips import clip_starts
 from uniscene.models.video.conditions import SceneConditions
 from uniscene.models.video.network import MultiViewAdapter, MultiViewVideoModel, VideoConditions
 
@@ -48,18 +49,6 @@ def sampler_scheduler(config, name: str):
     cls, extra = SAMPLERS[name]
     return cls.from_config(config, **extra)
 
-
-def clip_starts(num_frames: int, clip_frames: int, context_frames: int) -> list:
-    """First frame of each clip: clips of `clip_frames` overlapping by `context_frames`, the last one ending at the scene's end."""
-    if not 0 <= context_frames < clip_frames:
-        raise ValueError(f"context_frames {context_frames} must be in [0, clip_frames {clip_frames})")
-    if num_frames <= clip_frames:
-        return [0]
-    step = clip_frames - context_frames
-    starts = list(range(0, num_frames - clip_frames + 1, step))
-    if starts[-1] + clip_frames < num_frames:
-        starts.append(num_frames - clip_frames)  # the last clip overlaps more than k frames
-    return starts
 
 
 @dataclass
