@@ -23,7 +23,7 @@ from uniscene.models.occ_dit.settings import OccDiTTraining
 from uniscene.models.occ_dit.train import make_loss_fn
 from uniscene.models.occ_vae.network import MODEL_CONFIGS as VAE_CONFIGS
 from uniscene.models.occ_vae.network import OccVAE
-from uniscene.timing import StepTimes
+from uniscene.timing import StepTimes, seconds_per_call
 
 SIZES = {  # (grid, latent channels of the VAE) by size
     "paper": ((200, 200, 16), 4),
@@ -32,17 +32,6 @@ SIZES = {  # (grid, latent channels of the VAE) by size
 }
 FRAME_HZ = 12
 
-
-def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Seconds per call of fn after `warmup` calls (each phase ends with a CUDA synchronisation)."""
-    times = StepTimes(device)
-    with times.step("warm-up"):
-        for _ in range(warmup):
-            fn()
-    with times.step("timed"):
-        for _ in range(repeats):
-            fn()
-    return times.seconds["timed"] / repeats
 
 
 def build(size: str, device: str, clip_frames: int):
@@ -115,7 +104,7 @@ def main():
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(train_step, device, args.train_steps, warmup=2)
+    seconds = seconds_per_call(train_step, device, args.train_steps, warmup=2)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
     emit("train clips/s (5-frame clips, loss step: forward + backward + AdamW)", args.train_batch / seconds, "clips/s",
          batch=args.train_batch, frames_per_s=round(args.train_batch * args.clip_frames / seconds, 2), peak_gib=round(peak, 2))
@@ -143,7 +132,7 @@ def main():
                 layout = torch.rand(clips, args.clip_frames, 18, *latent[1:], device=device)
                 with torch.inference_mode():
                     run = lambda: pipeline.denoise(noise, context, layout, None, int(steps), args.guidance, autocast=autocast)
-                    seconds = timed(run, device, args.repeats, warmup=2 if label != "eager" else 1)
+                    seconds = seconds_per_call(run, device, args.repeats, warmup=2 if label != "eager" else 1)
                 emit(f"sample {sampler} {steps} steps, guidance {args.guidance}, {label}", seconds / clips, "s/clip",
                      clips_per_batch=clips, sampler=sampler, steps=int(steps), mode=label)
     pipeline.transformer = network
@@ -151,7 +140,7 @@ def main():
     # 3. decoding a clip, and a whole scene
     with torch.inference_mode():
         latents = torch.randn(1, args.clip_frames, *latent, device=device)
-        seconds = timed(lambda: pipeline.decode(latents), device, args.repeats)
+        seconds = seconds_per_call(lambda: pipeline.decode(latents), device, args.repeats)
         emit("VAE decode + arg-max of one clip", seconds, "s/clip", grid=list(grid))
         if args.scene_seconds > 0:
             frames = int(round(args.scene_seconds * FRAME_HZ)) + 1

@@ -32,7 +32,7 @@ from uniscene.models.video.pipeline import MultiViewVideoPipeline, sampler_sched
 from uniscene.models.video.settings import VideoTraining
 from uniscene.models.video.train import make_loss_fn
 from uniscene.settings import default_settings
-from uniscene.timing import StepTimes
+from uniscene.timing import seconds_per_call
 
 SIZES = {  # model config, image size, frames per clip
     "paper": ("paper", (256, 512), 8),
@@ -42,17 +42,6 @@ SIZES = {  # model config, image size, frames per clip
 VIEWS = 6
 MAX_BOXES = 16
 
-
-def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Seconds per call of fn after `warmup` calls (each phase ends with a CUDA synchronisation)."""
-    times = StepTimes(device)
-    with times.step("warm-up"):
-        for _ in range(warmup):
-            fn()
-    with times.step("timed"):
-        for _ in range(repeats):
-            fn()
-    return times.seconds["timed"] / repeats
 
 
 def random_conditions(batch: int, frames: int, size_hw, device) -> VideoConditions:
@@ -142,7 +131,7 @@ def main():
                 optimiser.step()
 
             reset_peak(args.device)
-            seconds = timed(train_step, args.device, args.train_steps)
+            seconds = seconds_per_call(train_step, args.device, args.train_steps)
             emit({"what": "train", "cross_view": cross_view, "batch_clips": args.train_batch, "seconds_per_step": round(seconds, 4),
                   "clips_per_s": round(args.train_batch / seconds, 3), "images_per_s": round(args.train_batch * VIEWS * frames / seconds, 2),
                   "gradient_checkpointing": model.gradient_checkpointing, "peak_memory_gib": peak_gib(args.device)})
@@ -172,8 +161,8 @@ def main():
                         return pipeline.decode(clean[0].flatten(0, 1), frames)
 
                     reset_peak(args.device)
-                    denoise_s = timed(sample, args.device, args.repeats, warmup=2 if mode else 1)
-                    total_s = timed(sample_and_decode, args.device, args.repeats)
+                    denoise_s = seconds_per_call(sample, args.device, args.repeats, warmup=2 if mode else 1)
+                    total_s = seconds_per_call(sample_and_decode, args.device, args.repeats)
                 emit({"what": "sample", "cross_view": cross_view, "mode": label, "steps": args.steps, "guidance": args.guidance,
                       "sampler": "dpmsolver++", "seconds_per_clip": round(denoise_s, 4), "seconds_per_clip_with_decode": round(total_s, 4),
                       "seconds_per_frame_all_views": round(total_s / frames, 4), "peak_memory_gib": peak_gib(args.device),

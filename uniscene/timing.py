@@ -39,3 +39,15 @@ class StepTimes:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
+
+
+def seconds_per_call(fn, device: str, repeats: int, warmup: int = 1) -> float:
+    """Seconds per call of fn after `warmup` untimed calls (on CUDA each phase ends with a synchronisation): benchmarks."""
+    times = StepTimes(device)
+    with times.step("warm-up"):
+        for _ in range(warmup):
+            fn()
+    with times.step("timed"):
+        for _ in range(repeats):
+            fn()
+    return times.seconds["timed"] / repeats
