@@ -93,7 +93,7 @@ rule report_stage_times:
         all_outputs(),
         report_outputs(),
     output:
-        report("results/report/stage_times.html", caption="../workflow/report/stage_times.rst", category="workflow"),
+        report("results/report/stage_times.html", caption="../workflow/report/stage_times.rst", category="stage times"),
     params:
         config=STAGE_CONFIG["report"],
         config_file=STAGE_CONFIG_FILE["report"],
