@@ -39,6 +39,11 @@ def process_group_ready(info: RankInfo) -> bool:
     return info.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
+# NVLink multicast (NVLS) off in NCCL, PyTorch's symmetric memory and NVSHMEM: on shared multi-GPU hosts a
+# program using it can take the host's GPUs out of service; DDP's all-reduce does not need it.
+NVLINK_MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
 @contextmanager
 def torchrun_process_group(device: str = "cpu"):
     """Under torchrun (WORLD_SIZE > 1), the run's process group: NCCL with one GPU per process (LOCAL_RANK) when
@@ -49,6 +54,8 @@ def torchrun_process_group(device: str = "cpu"):
         return
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     if backend == "nccl":
+        for name, value in NVLINK_MULTICAST_OFF.items():  # unless the user set them: see NVLINK_MULTICAST_OFF
+            os.environ.setdefault(name, value)
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend)
     try:
