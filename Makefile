@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	. $(VENV)/bin/activate && snakemake --profile profiles/local all
 	. $(VENV)/bin/activate && snakemake --report results/report.html
+	@echo "Each stage's share of the run's job time (results/report/stage_times.html):"
+	@cat logs/report_stage_times/report.log
 
 test: setup
 	. $(VENV)/bin/activate && python -m pytest -q tests

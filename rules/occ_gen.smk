@@ -103,9 +103,9 @@ use rule render_gaussians as render_gaussians_gen with:
     wildcard_constraints:
         chain=GEN_CHAIN,
     log:
-        "logs/render_gaussians/{scene}/{chain}.log",
+        "logs/render_gaussians_gen/{scene}/{chain}.log",
     benchmark:
-        "logs/render_gaussians/{scene}/{chain}.benchmark.tsv"
+        "logs/render_gaussians_gen/{scene}/{chain}.benchmark.tsv"
 
 
 use rule lidar_generate as lidar_generate_gen with:
@@ -119,6 +119,6 @@ use rule lidar_generate as lidar_generate_gen with:
     wildcard_constraints:
         chain=GEN_CHAIN,
     log:
-        "logs/lidar_generate/{scene}/{chain}.log",
+        "logs/lidar_generate_gen/{scene}/{chain}.log",
     benchmark:
-        "logs/lidar_generate/{scene}/{chain}.benchmark.tsv"
+        "logs/lidar_generate_gen/{scene}/{chain}.benchmark.tsv"

@@ -87,15 +87,17 @@ rule report_metrics:
         "uniscene report metrics --config {params.config_file:q} --metrics {input:q} --out {output:q} > {log} 2>&1"
 
 
-# Last: it reads the benchmark file of every other job (so it has none of its own).
+# Last: it reads the benchmark file of every other job (so it has none of its own); `make demo` prints its log.
 rule report_stage_times:
     input:
         all_outputs(),
         report_outputs(),
     output:
         report("results/report/stage_times.html", caption="../workflow/report/stage_times.rst", category="stage times"),
+    log:
+        "logs/report_stage_times/report.log",
     params:
         config=STAGE_CONFIG["report"],
         config_file=STAGE_CONFIG_FILE["report"],
     shell:
-        "uniscene report times --config {params.config_file:q} --logs logs --out {output:q}"
+        "uniscene report times --config {params.config_file:q} --logs logs --out {output:q} > {log} 2>&1"

@@ -32,9 +32,9 @@ use rule train_video as train_video_no_crossview with:
     output:
         directory("results/models/video_no_crossview"),
     log:
-        "logs/train_video/video_no_crossview.log",
+        "logs/train_video_no_crossview/video_no_crossview.log",
     benchmark:
-        "logs/train_video/video_no_crossview.benchmark.tsv"
+        "logs/train_video_no_crossview/video_no_crossview.benchmark.tsv"
     params:
         config=STAGE_CONFIG["train_video"],
         config_file=STAGE_CONFIG_FILE["train_video"],
@@ -75,9 +75,9 @@ use rule video as video_variant with:
         store=directory("results/scenes/{scene}/variants/video_no_crossview.zarr"),
         mp4="results/scenes/{scene}/variants/video_no_crossview.mp4",
     log:
-        "logs/video/{scene}/no_crossview.log",
+        "logs/video_variant/{scene}/no_crossview.log",
     benchmark:
-        "logs/video/{scene}/no_crossview.benchmark.tsv"
+        "logs/video_variant/{scene}/no_crossview.benchmark.tsv"
 
 
 use rule video as video_gen with:
@@ -92,6 +92,6 @@ use rule video as video_gen with:
     wildcard_constraints:
         chain=GEN_CHAIN,
     log:
-        "logs/video/{scene}/{chain}.log",
+        "logs/video_gen/{scene}/{chain}.log",
     benchmark:
-        "logs/video/{scene}/{chain}.benchmark.tsv"
+        "logs/video_gen/{scene}/{chain}.benchmark.tsv"
