@@ -13,3 +13,11 @@ def clip_starts(num_frames: int, clip_frames: int, context_frames: int = 0) -> l
     if starts[-1] + clip_frames < num_frames:
         starts.append(num_frames - clip_frames)  # the last clip overlaps more than context_frames
     return starts
+
+
+def clip_windows(scene_lengths, clip_frames: int) -> list:
+    """(scene, first frame) of every window of `clip_frames` consecutive frames of every scene: a training set's clips."""
+    windows = [(s, start) for s, length in enumerate(scene_lengths) for start in range(length - clip_frames + 1)]
+    if not windows:
+        raise ValueError(f"no training scene has clip_frames = {clip_frames} frames")
+    return windows

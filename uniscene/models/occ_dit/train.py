@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from uniscene.models.clips import clip_windows
 from uniscene.models.occ_dit.network import OccDiT
 from uniscene.models.occ_dit.pipeline import occupancy_meta
 from uniscene.models.occ_dit.settings import OccDiTTraining
@@ -47,9 +48,7 @@ class ClipDataset(Dataset):
         self.clip_frames = clip_frames
         self.mean = latent_mean.astype(np.float32)[:, None, None]
         self.std = latent_std.astype(np.float32)[:, None, None]
-        self.index = [(s, start) for s, scene in enumerate(scenes) for start in range(len(scene.latents) - clip_frames + 1)]
-        if not self.index:
-            raise ValueError(f"no training scene has clip_frames = {clip_frames} frames")
+        self.index = clip_windows([len(scene.latents) for scene in scenes], clip_frames)
 
     def __len__(self) -> int:
         return len(self.index)

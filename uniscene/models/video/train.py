@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from uniscene.models.clips import clip_windows
 from uniscene.models.video.conditions import SceneConditions
 from uniscene.models.video.network import VideoConditions
 from uniscene.models.video.settings import VideoTraining
@@ -70,9 +71,7 @@ class ClipDataset(Dataset):
     def __init__(self, latents: list, conditions: list, clip_frames: int):
         """latents: per scene [T, V, C, h, w] float16 tensors (scaled); conditions: per scene SceneConditions."""
         self.latents, self.conditions, self.clip_frames = latents, conditions, clip_frames
-        self.index = [(s, start) for s, scene in enumerate(latents) for start in range(len(scene) - clip_frames + 1)]
-        if not self.index:
-            raise ValueError(f"no training scene has clip_frames = {clip_frames} frames")
+        self.index = clip_windows([len(scene) for scene in latents], clip_frames)
 
     def __len__(self) -> int:
         return len(self.index)
