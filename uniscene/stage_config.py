@@ -24,7 +24,6 @@ rule (the file holds the same subset, under a name made of its hash, for a short
 """
 
 import json
-import os
 from pathlib import Path
 
 from uniscene.config import schema
@@ -90,13 +89,11 @@ def write_stage_config(config: dict, stage: str, folder) -> Path:
 
     The hash is the one the stage's stores record, so a store's provenance names its file.
     """
-    from uniscene.store import config_hash
+    from uniscene.store import atomic_file, config_hash
 
     subset = stage_config(config, stage)
     path = Path(folder) / f"{stage}-{config_hash(subset)}.json"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(subset, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(subset, indent=1, sort_keys=True) + "\n")
     return path

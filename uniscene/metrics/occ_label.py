@@ -49,12 +49,9 @@ def scores(matrix: np.ndarray) -> dict:
 
 def truth_of(dataroot, scene: str, grid: OccGrid):
     """The scene's truth store, checked to be on `grid`."""
-    truth = open_store(truth_store(dataroot, scene))
-    if tuple(truth["semantics"].shape[1:]) != grid.shape:
-        raise UserError(
-            f"truth store {truth_store(dataroot, scene)} has grid {tuple(truth['semantics'].shape[1:])}, the config's grid is "
-            f"{grid.shape}: rerun `uniscene synth` with this config's grid"
-        )
+    path = truth_store(dataroot, scene)
+    truth = open_store(path)
+    grid.check_store(truth, path)
     return truth
 
 
