@@ -17,7 +17,7 @@ import numpy as np
 
 from uniscene.config import resolve_device
 from uniscene.errors import UserError
-from uniscene.store import config_hash, fingerprint, open_store, write_json_atomic
+from uniscene.store import config_hash, fingerprint
 
 STAGE = "train_video"
 HELP = "train the multi-view video model on the training scenes' camera images and label renders"
@@ -32,28 +32,6 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="model folder to write (results/models/video)")
     parser.add_argument("--no-cross-view", action="store_true", help="build no cross-view attention (overrides video.cross_view)")
 
-
-def read_scene(frames_path, render_path, layout_path, size_hw, max_boxes: int):
-    """(SceneConditions, the frames store) of one scene, its three stores checked to hold the same frames."""
-    from uniscene.boxes import Boxes
-    from uniscene.models.video.conditions import scene_conditions
-    from uniscene.sensors import CAMERA_NAMES
-
-    frames = open_store(frames_path, "frames")
-    render = open_store(render_path, "render")
-    layout = open_store(layout_path, "layout")
-    timestamp_us = frames["timestamp_us"].values
-    for path, store in ((render_path, render), (layout_path, layout)):
-        if not np.array_equal(store["timestamp_us"].values, timestamp_us):
-            raise UserError(f"store {path} holds other frames than {frames_path}: rebuild it from the same frames.zarr")
-    names = tuple(frames.attrs.get("camera_names", CAMERA_NAMES))
-    if names != CAMERA_NAMES or render.sizes["cam"] != len(CAMERA_NAMES):
-        raise UserError(f"store {frames_path} has the cameras {list(names)}, the video model the six of nuScenes {list(CAMERA_NAMES)}: "
-                        "use a dataset with all six cameras")
-    conditions = scene_conditions(render["semantic"].values, render["depth"].values, render["intrinsics"].values,
-                                  frames["ego_from_cam"].values, layout["world_from_ego"].values, Boxes.from_dataset(layout),
-                                  layout["box_class"].values, size_hw, max_boxes)
-    return conditions, frames
 
 
 class SceneImages:
@@ -119,6 +97,7 @@ def main(args, config):
     from uniscene.models.video.network import (MODEL_CONFIGS, MultiViewVideoModel, autoencoder, build_adapter, spatio_temporal_unet,
                                                unet_downsampling)
     from uniscene.models.video.pipeline import MultiViewVideoPipeline, sampler_scheduler, training_scheduler
+    from uniscene.models.video.scenes import read_scene
     from uniscene.models.video.settings import VideoTraining
     from uniscene.models.video.train import ClipDataset, ImageDataset, autoencoder_loss, latent_scale, make_loss_fn
     from uniscene.training import Trainer, TrainingConfig, seed_everything

@@ -56,8 +56,8 @@ def main(args, config):
     from uniscene.data.images import read_images
     from uniscene.layout.edit import frame_range
     from uniscene.models.video.pipeline import SAMPLERS, sampler_scheduler
+    from uniscene.models.video.scenes import read_scene
     from uniscene.models.video.settings import VideoGeneration
-    from uniscene.commands.train_video import read_scene
     from uniscene.viz.video import Mp4Writer
 
     settings = VideoGeneration.from_config(config)
@@ -79,7 +79,7 @@ def main(args, config):
     conditions, frames_store = read_scene(args.frames, args.render, args.layout, size_hw, adapter.max_boxes)
     render = open_store(args.render, "render")
     frames = frame_range(args.frame_range, len(conditions))
-    conditions = type(conditions)(*(getattr(conditions, name)[frames] for name in conditions.__dataclass_fields__))
+    conditions = conditions.select(frames)
     first_frame_latents = None
     if first_frame:
         paths = frames_store["cam_image_path"].values[frames.start]

@@ -40,6 +40,10 @@ class SceneConditions:
     def __len__(self) -> int:
         return len(self.semantic)
 
+    def select(self, frames: slice) -> "SceneConditions":
+        """The conditions of frames `frames` only."""
+        return SceneConditions(*(getattr(self, name)[frames] for name in self.__dataclass_fields__))
+
     def frames(self, frames: slice) -> dict:
         """Frames `frames` as arrays [V, F, ...] (the network's view-major order)."""
         swap = lambda a: np.swapaxes(a[frames], 0, 1)
