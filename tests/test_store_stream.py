@@ -150,15 +150,15 @@ def test_an_exception_mid_stream_leaves_nothing(tmp_path):
 def test_a_failed_chunk_write_stops_the_stream(tmp_path, monkeypatch):
     """An error in a writer thread (disk full) is raised by a later append or at the end; nothing is left."""
     dataset = example_dataset("render", frame=8)
-    real, calls = zarr.Array.__setitem__, []
+    real, calls = store.ChunkFiles.write, []
 
-    def fail_on_the_fifth(self, key, value):
-        calls.append(key)
+    def fail_on_the_fifth(self, start, values):
+        calls.append(start)
         if len(calls) == 5:
             raise OSError(28, "No space left on device")
-        return real(self, key, value)
+        return real(self, start, values)
 
-    monkeypatch.setattr(zarr.Array, "__setitem__", fail_on_the_fifth)
+    monkeypatch.setattr(store.ChunkFiles, "write", fail_on_the_fifth)
     with pytest.raises(OSError, match="No space left"):
         stream(tmp_path / "render.zarr", dataset, "render", [1] * 8)
     assert listing(tmp_path) == []
@@ -368,3 +368,24 @@ def test_layout_command_streams_the_layouts_of_one_batch(layout_run, tmp_path, m
             assert whole[name].values.tolist() == streamed[name].values.tolist(), name
         else:
             np.testing.assert_array_equal(whole[name].values, streamed[name].values, err_msg=name)
+
+
+def test_chunk_files_are_the_bytes_zarr_writes_edge_chunks_padded(tmp_path):
+    """ChunkFiles, the writer threads' path, writes the chunk files zarr writes, also where a dim other than `frame`
+    ends in a partial chunk (padded with the fill value)."""
+    values = np.random.default_rng(0).normal(size=(4, 10, 3)).astype(np.float16)
+    files = {}
+    for way in ("zarr", "direct"):
+        group = zarr.open_group(tmp_path / way, mode="w", zarr_format=3)
+        array = group.create_array("x", shape=values.shape, chunks=(2, 4, 3), dtype=values.dtype, fill_value=7,
+                                   compressors=(zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
+                                                zarr.codecs.Crc32cCodec()), config={"write_empty_chunks": True})
+        if way == "zarr":
+            array[:] = values
+        else:
+            chunk_files_of = store.ChunkFiles.of(array, tmp_path / way / "x")
+            assert chunk_files_of.whole_chunks(0, 4) and not chunk_files_of.whole_chunks(0, 3)
+            chunk_files_of.write(0, values)
+        files[way] = chunk_files(tmp_path / way)
+        np.testing.assert_array_equal(zarr.open_array(tmp_path / way / "x")[:], values)
+    assert len(files["zarr"]) == 6 and files["zarr"] == files["direct"]
