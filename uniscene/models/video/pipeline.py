@@ -83,6 +83,11 @@ class MultiViewVideoPipeline(DiffusionPipeline):
     def denoiser(self) -> MultiViewVideoModel:
         return MultiViewVideoModel(self.unet, self.adapter)
 
+    def compile(self, mode: str | None = "default") -> None:
+        """Run the denoiser's forward under torch.compile(mode) from now on (None: eager again). The UNet is walked
+        block by block (MultiViewVideoModel.forward), so compiling `self.unet` alone would not reach that walk."""
+        self._compiled = None if mode is None else torch.compile(self.denoiser, mode=mode, dynamic=False)
+
     # 1. the autoencoder's latent space (scaled as its config says)
 
     def _scale(self) -> tuple:
@@ -121,6 +126,8 @@ class MultiViewVideoPipeline(DiffusionPipeline):
         clip (batch 1) -> clean latents [1, V, F, C, h, w]."""
         guided = guidance_scale != 1.0
         denoiser = self.denoiser
+        compiled = getattr(self, "_compiled", None)
+        forward = denoiser if compiled is None else compiled
         if guided:  # the second half: without maps and boxes
             conditions = VideoConditions(
                 *(torch.cat([getattr(conditions, name)] * 2) for name in conditions.__dataclass_fields__ if name != "dropped"),
@@ -135,7 +142,7 @@ class MultiViewVideoPipeline(DiffusionPipeline):
             model_input = torch.cat([model_input] * 2) if guided else model_input
             timestep = t.to(noise.device).reshape(1).expand(len(model_input))
             with torch.autocast(noise.device.type, dtype=torch.bfloat16, enabled=autocast):
-                prediction = denoiser(model_input, timestep, context, encoded).sample.float()
+                prediction = forward(model_input, timestep, context, encoded).sample.float()
             if guided:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
