@@ -23,7 +23,8 @@ def metric_store_arguments(wildcards, input):
 
 
 def metric_models(wildcards):
-    """{name: model folder} that a stage's metrics read (the video's segmenter: results/models/segmenter)."""
+    """{name: model folder} that a stage's metrics read (the video's segmenter: results/models/segmenter; occ_gen's
+    evaluation autoencoder: results/models/occ_eval_ae)."""
     return {name: f"results/models/{name}" for name in MODEL_ARGUMENTS.get(wildcards.stage, {})}
 
 
@@ -47,6 +48,28 @@ rule train_segmenter:
     shell:
         "{TRAIN_LAUNCH} train-segmenter --config {params.config_file:q} --frames {input.frames:q} "
         "--val-frames {input.val_frames:q} --out {output:q} > {log} 2>&1"
+
+
+# The ruler of occ_gen.json's F3D and MMD: an occupancy autoencoder apart from the generator's VAE, trained on the
+# training scenes' label occupancy alone (the figures compare the held-out scenes' labels with generated frames).
+rule train_occ_eval_ae:
+    input:
+        occupancy=expand("results/scenes/{scene}/occ_label.zarr", scene=TRAIN_SCENES),
+    output:
+        directory("results/models/occ_eval_ae"),
+    log:
+        "logs/train_occ_eval_ae/occ_eval_ae.log",
+    benchmark:
+        "logs/train_occ_eval_ae/occ_eval_ae.benchmark.tsv"
+    params:
+        config=STAGE_CONFIG["train_occ_eval_ae"],
+        config_file=STAGE_CONFIG_FILE["train_occ_eval_ae"],
+    threads: 2
+    resources:
+        gpu=TRAIN_GPUS,  # one process per GPU under torchrun (train_gpus)
+        mem_mb=4000,
+    shell:
+        "{TRAIN_LAUNCH} train-occ-eval-ae --config {params.config_file:q} --occupancy {input.occupancy:q} --out {output:q} > {log} 2>&1"
 
 
 rule metrics_score:

@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCENE = "synth-0000"
 PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 # training rules ask for `train_gpus` GPUs themselves (1 by default); the profile gives the other GPU rules theirs
-TRAINING_RULES = {"lidar_train", "train_occ_vae", "train_occ_dit", "train_video", "train_video_no_crossview", "train_segmenter"}
+TRAINING_RULES = {"lidar_train", "train_occ_vae", "train_occ_dit", "train_video", "train_video_no_crossview", "train_segmenter",
+                  "train_occ_eval_ae"}
 GPU_RULES = {rule for rule, resources in PROFILE["set-resources"].items() if resources.get("gpu")} | TRAINING_RULES
 GPUS = 4  # of the test cluster's node
 # Written into the installed copy only: the jobs of the run by name show it (`scontrol`'s Account).

@@ -30,6 +30,7 @@ COMMANDS = {
     "train-lidar": "train the LiDAR generator on label occupancy",
     "lidar": "generate LiDAR sweeps of one scene from occupancy",
     "train-segmenter": "train the video metrics' segmentation network on the synthetic dataset's true images and classes",
+    "train-occ-eval-ae": "train the evaluation-only occupancy autoencoder (the F3D / MMD features) on the training scenes' label occupancy",
     "metrics": "score a stage against the synthetic ground truth",
     "export": "export stores as a nuScenes version, Occ3D labels or mmdet3d info files",
     "inspect": "show what a store, model folder or export holds (arrays, chunking, provenance, config)",

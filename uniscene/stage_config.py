@@ -66,7 +66,8 @@ STAGE_KEYS = {
     "metrics_layout": SCENE_LIST,
     "metrics_render": ("grid", *SCENE_LIST, "render"),
     "metrics_lidar": (*SCENE_LIST, *BEAMS),
-    "metrics_occ_gen": ("grid", *SCENE_LIST, "occ_dit.eval_frames"),
+    "metrics_occ_gen": ("device", "grid", *SCENE_LIST, "occ_dit.eval_frames"),
+    "train_occ_eval_ae": ("device", "grid", "occ_eval_ae"),  # its own seed: occ_eval_ae.seed
     "train_segmenter": ("device", "seed", "dataset.kind", "dataset.dataroot", "segmenter"),
     "metrics_video": ("device", *SCENE_LIST, "video_metrics"),
 }

@@ -48,7 +48,9 @@ HELP_OF_KIND = {
     "render_gen": "gen/render.zarr (the generated chain's render) of the same scenes, in the same order (optional, with --video-gen)",
 }
 # stage -> the trained models its metrics read (each a --<name> DIR argument)
-MODEL_ARGUMENTS = {"video": {"segmenter": "the trained segmentation network (results/models/segmenter, `uniscene train-segmenter`)"}}
+MODEL_ARGUMENTS = {"video": {"segmenter": "the trained segmentation network (results/models/segmenter, `uniscene train-segmenter`)"},
+                   "occ_gen": {"occ_eval_ae": "the evaluation-only occupancy autoencoder whose features F3D and MMD compare "
+                                              "(results/models/occ_eval_ae, `uniscene train-occ-eval-ae`)"}}
 
 
 def _flag(kind: str) -> str:

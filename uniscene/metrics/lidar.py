@@ -33,6 +33,7 @@ from uniscene.data.files import read_sweep
 from uniscene.data.scenes import val_scenes
 from uniscene.errors import UserError
 from uniscene.metrics import SceneStores
+from uniscene.metrics.mmd import mmd_rbf
 from uniscene.models.lidar.beams import RangeImage, beam_pattern, sweep_to_range_image
 from uniscene.models.lidar.inputs import recorded_sweep_paths
 from uniscene.models.lidar.pipeline import METHODS
@@ -56,13 +57,8 @@ def bev_histograms(sweeps) -> np.ndarray:
 
 
 def mmd_gaussian(x: np.ndarray, y: np.ndarray, sigma: float = MMD_SIGMA) -> float:
-    """Biased MMD^2 estimate between sample sets x [S, D] and y [R, D] with a Gaussian kernel."""
-
-    def mean_kernel(a, b):
-        squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-        return float(np.exp(-np.maximum(squared, 0) / (2 * sigma**2)).mean())
-
-    return mean_kernel(x, x) + mean_kernel(y, y) - 2 * mean_kernel(x, y)
+    """Biased MMD^2 estimate between sample sets x [S, D] and y [R, D] with a Gaussian kernel (uniscene.metrics.mmd)."""
+    return mmd_rbf(x, y, sigma, unbiased=False)
 
 
 def jsd_bits(p: np.ndarray, q: np.ndarray) -> float:

@@ -14,17 +14,33 @@ occupancy itself where the figure applies to it (the reference line):
   (world_from_ego of the layout store), nearest voxel; the IoU of the static occupied voxels
   (every class but the movable ones) that keep their class, averaged over the frame pairs inside
   a clip and over those across a clip boundary (the `clip` variable of occ_gen.zarr).
-F3D / MMD on an evaluation-only autoencoder are not computed yet (said in the output).
+- distribution (`f3d_mmd`): F3D, the Frechet distance between Gaussians fitted to features
+  (uniscene.metrics.frechet), and MMD^2, unbiased, Gaussian kernel (uniscene.metrics.mmd), on the
+  feature vectors of the evaluation-only occupancy autoencoder (results/models/occ_eval_ae,
+  `uniscene train-occ-eval-ae`: its own network and seed, trained on the training scenes' labels
+  only), one vector per frame of the whole grid (no mask: the generator makes every voxel):
+  generated frames vs the held-out scenes' label frames. The floor is the same two figures
+  between two halves of the held-out label frames (by scene, alternately, where there are two or
+  more held-out scenes; else the first and second half of the scene's frames): a generator
+  matching the label distribution scores about there. `generated_b_vs_label_a` puts the
+  generated frames of half B against the labels of half A, the floor's comparison with B's
+  labels swapped for generated ones (same set sizes, so the same small-sample bias as the
+  floor). One kernel bandwidth for every MMD of the file: the median distance between the
+  held-out label frames' features. On the eval window (few frames) the variants are compared
+  with each other only.
 
-Letters: T frames, B boxes, N footprint cells, X Y Z grid.
+Letters: T frames, B boxes, N footprint cells, X Y Z grid, D feature width.
 """
 
 import numpy as np
 
 from uniscene.classes import DETECTION_CLASS_NAMES, FREE, MOVABLE_CLASSES, NUM_OCC_CLASSES, OCC_CLASS_ID
+from uniscene.errors import UserError
 from uniscene.geometry import invert_transform
 from uniscene.grid import OccGrid
 from uniscene.layout.raster import NUM_MAP_LAYERS, box_cells
+from uniscene.metrics.frechet import features_frechet
+from uniscene.metrics.mmd import median_bandwidth, mmd_rbf
 
 MAP_FIXED_CLASSES = {"driveable_surface": "drivable_area", "sidewalk": "walkway"}  # occupancy class: layout map layer
 VARIANTS = ("occ_gen_ddim50", "occ_gen_leak_noise_prior", "occ_gen_leak_meta")  # store kinds scored on the eval window
@@ -143,9 +159,72 @@ def _window(store, start: int, stop: int):
     return store.isel(frame=slice(start, stop))
 
 
-def evaluate(config: dict, scenes: list) -> dict:
+def distribution_distance(a: np.ndarray, b: np.ndarray, sigma: float) -> dict:
+    """F3D and unbiased MMD^2 (kernel bandwidth `sigma`) between feature sets a [N, D] and b [M, D], with their sizes."""
+    if min(len(a), len(b)) < 2:
+        return {"frames_a": int(len(a)), "frames_b": int(len(b)), "f3d": None, "mmd": None}
+    return {"frames_a": int(len(a)), "frames_b": int(len(b)), "f3d": round(features_frechet(a, b), 6),
+            "mmd": round(mmd_rbf(a, b, sigma), 6)}
+
+
+def floor_halves(label_features: dict) -> tuple:
+    """The held-out label frames cut in two: {scene: features [T, D]} -> (half A, half B) as {scene: slice of frames},
+    and the rule used: by scene (alternately, in scene order) where there are two or more, else by time."""
+    scenes = list(label_features)
+    if len(scenes) >= 2:
+        every = slice(None)
+        return {s: every for s in scenes[0::2]}, {s: every for s in scenes[1::2]}, "by scene: alternate held-out scenes"
+    (scene,) = scenes
+    half = len(label_features[scene]) // 2
+    return {scene: slice(0, half)}, {scene: slice(half, None)}, "by time: the first and the second half of the scene's frames"
+
+
+def _gather(features: dict, part: dict) -> np.ndarray:
+    return np.concatenate([features[scene][frames] for scene, frames in part.items()])
+
+
+def distribution_figures(label: dict, generated: dict, window_label: dict, window_generated: dict, window: str) -> dict:
+    """`f3d_mmd` of occ_gen.json from features: label / generated {scene: [T, D]} (whole scenes, default sampler);
+    window_label {scene: [T', D]} and window_generated {variant: {scene: [T', D]}} (the eval window)."""
+    all_label = np.concatenate(list(label.values()))
+    sigma = median_bandwidth(all_label)
+    half_a, half_b, split = floor_halves(label)
+    figures = {
+        "mmd_bandwidth": round(sigma, 6),
+        "default": distribution_distance(np.concatenate(list(generated.values())), all_label, sigma),
+        "floor": {"split": split, "half_a": {s: _frames_text(f) for s, f in half_a.items()},
+                  "half_b": {s: _frames_text(f) for s, f in half_b.items()},
+                  **distribution_distance(_gather(label, half_b), _gather(label, half_a), sigma)},
+        "generated_b_vs_label_a": distribution_distance(_gather(generated, half_b), _gather(label, half_a), sigma),
+    }
+    all_window = np.concatenate(list(window_label.values()))
+    figures["eval_window"] = {"frames": window, **{name: distribution_distance(np.concatenate(list(per_scene.values())), all_window, sigma)
+                                                   for name, per_scene in window_generated.items()}}
+    return figures
+
+
+def _frames_text(frames: slice) -> str:
+    return "all" if frames == slice(None) else f"{frames.start or 0}:{'' if frames.stop is None else frames.stop}"
+
+
+def _feature_model(path, grid: OccGrid, device: str):
+    from uniscene.models.occ_eval_ae.pretrained import describe, load_eval_ae
+
+    if path is None:
+        raise UserError("`uniscene metrics occ_gen` needs --occ-eval-ae DIR (results/models/occ_eval_ae, from "
+                        "`uniscene train-occ-eval-ae`)")
+    model = load_eval_ae(path, grid.shape, device)
+    return model, describe(path, model)
+
+
+def evaluate(config: dict, scenes: list, occ_eval_ae=None) -> dict:
+    from uniscene.config import resolve_device
+    from uniscene.models.occ_eval_ae.features import frame_features
+
     grid = OccGrid.from_config(config)
     eval_frames = int(config["occ_dit"]["eval_frames"])
+    feature_model, feature_model_info = _feature_model(occ_eval_ae, grid, resolve_device(config))
+    label_features, generated_features, window_features, window_label = {}, {}, {}, {}
     per_scene = {}
     for scene in scenes:
         layout, labels, generated = scene.open("layout"), scene.open("occ_label"), scene.open("occ_gen")
@@ -153,22 +232,30 @@ def evaluate(config: dict, scenes: list) -> dict:
             "default": {**_generation(generated), **score_store(generated, layout, labels, grid)},
             "label": score_store(labels, layout, labels, grid),
         }
+        label_features[scene.scene] = frame_features(feature_model, labels["semantics"])
+        generated_features[scene.scene] = frame_features(feature_model, generated["semantics"])
         window = {}
         stop = min(eval_frames, layout.sizes["frame"])
+        window_label[scene.scene] = label_features[scene.scene][:stop]
         for kind in ("occ_gen", *VARIANTS):
             if kind not in scene.paths:
                 continue
             store = _window(scene.open(kind), 0, stop)
             name = "default" if kind == "occ_gen" else kind.removeprefix("occ_gen_")
             window[name] = {**_generation(scene.open(kind)), **score_store(store, _window(layout, 0, stop), _window(labels, 0, stop), grid)}
+            window_features.setdefault(name, {})[scene.scene] = (generated_features[scene.scene][:stop] if kind == "occ_gen"
+                                                                 else frame_features(feature_model, store["semantics"]))
         if "occ_gen_ddim50" in scene.paths:
             fast = _window(generated, 0, stop)["semantics"].values
             reference = _window(scene.open("occ_gen_ddim50"), 0, stop)["semantics"].values
             window["default_vs_ddim50"] = miou_vs(fast, reference, np.ones(fast.shape, bool))
         entry["eval_window"] = {"frames": f"0:{stop}", **window}
         per_scene[scene.scene] = entry
+    f3d_mmd = distribution_figures(label_features, generated_features, window_label,
+                                   {name: v for name, v in window_features.items() if len(v) == len(scenes)}, f"first {eval_frames} frames")
     return {
         "scenes": per_scene,
+        "f3d_mmd": {"feature_model": feature_model_info, **f3d_mmd},
         "protocol": {
             "default": "the default sampler (occ_dit.sampler, inference_steps, guidance_scale) on whole held-out scenes; no ground truth read",
             "eval_window": f"the first {eval_frames} frames: default vs DDIM 50 steps (the reference sampler) and each leak option",
@@ -178,6 +265,13 @@ def evaluate(config: dict, scenes: list) -> dict:
             "map_class_iou": "IoU vs the labels inside mask_camera, classes fixed by the layout's map layers",
             "vs_label": "17-class mIoU (free excluded) and geometric IoU vs the labels inside mask_camera",
             "temporal_consistency": "IoU of static occupied voxels that keep their class from frame t + 1 (ego motion applied) to t",
+            "f3d_mmd": (f"features: the {feature_model_info['feature_dim']}-d bottleneck vector of the evaluation-only occupancy "
+                        "autoencoder (f3d_mmd.feature_model), one per frame of the whole grid (no mask); f3d: Frechet distance of "
+                        "Gaussians fitted to the features; mmd: unbiased MMD^2, Gaussian kernel, bandwidth f3d_mmd.mmd_bandwidth (the "
+                        "median distance between the held-out label frames' features, one for the whole file); default: every "
+                        "generated frame (frames_a) vs every held-out label frame (frames_b); floor: label half B (frames_a) vs label "
+                        "half A (frames_b), the figures of two samples of the label distribution; generated_b_vs_label_a: the "
+                        "generated frames of half B vs the labels of half A (the floor with B's labels generated); eval_window: each "
+                        "variant's frames vs the label frames of the window (few frames: compare the variants with each other)"),
         },
-        "f3d_mmd": "not computed: needs an occupancy autoencoder trained for evaluation only (not built yet)",
     }
