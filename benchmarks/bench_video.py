@@ -57,6 +57,18 @@ def random_conditions(batch: int, frames: int, size_hw, device) -> VideoConditio
         dropped=torch.zeros(batch, dtype=torch.bool)).to(device)
 
 
+def profile_ops(call, top: int = 25) -> list:
+    """[(operator, self device ms, calls)] of one `call` under torch.profiler, the most expensive first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as recorded:
+        call()
+        torch.cuda.synchronize()
+    events = sorted(recorded.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in events) / 1e3
+    return [("all operators", round(total, 1), 0)] + [(e.key[:80], round(e.self_device_time_total / 1e3, 2), e.count) for e in events[:top]]
+
+
 def peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.startswith("cuda") else None
 
@@ -80,6 +92,7 @@ def main():
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cross-view", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--profile", action="store_true", help="also record where one eager clip's sampling spends its GPU time")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     size = args.size or ("paper" if cuda else "tiny")
@@ -162,6 +175,8 @@ def main():
                     reset_peak(args.device)
                     denoise_s = seconds_per_call(sample, args.device, args.repeats, warmup=2 if mode else 1)
                     total_s = seconds_per_call(sample_and_decode, args.device, args.repeats)
+                if args.profile and mode is None:
+                    emit({"what": "profile", "cross_view": cross_view, "top_ops": profile_ops(sample)})
                 emit({"what": "sample", "cross_view": cross_view, "mode": label, "steps": args.steps, "guidance": args.guidance,
                       "sampler": "dpmsolver++", "seconds_per_clip": round(denoise_s, 4), "seconds_per_clip_with_decode": round(total_s, 4),
                       "seconds_per_frame_all_views": round(total_s / frames, 4), "peak_memory_gib": peak_gib(args.device),

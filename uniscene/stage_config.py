@@ -38,7 +38,7 @@ SCENE_LIST = ("dataset", "synth.num_scenes")  # what the scene selection reads (
 BEAMS = ("dataset.kind", "synth.lidar_azimuth_steps")  # the LIDAR_TOP pattern (models/lidar/beams.py)
 VIDEO_GEN = tuple(f"video.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "first_frame"))  # models/video/settings.py
 OCC_GEN = tuple(f"occ_dit.{key}" for key in ("sampler", "inference_steps", "guidance_scale", "leak_noise_prior",
-                                               "noise_prior_weight", "leak_meta"))  # generation (models/occ_dit/settings.py)
+                                               "noise_prior_weight", "leak_meta", "compile"))  # generation (models/occ_dit/settings.py)
 
 STAGE_KEYS = {
     "synth": ("seed", "grid", "synth", "dataset.version"),

@@ -78,6 +78,8 @@ def main(args, config):
     grid.check_store(layout_store, args.layout)
     layout = layout_store.isel(frame=frames)
     pipeline = load_pipeline(args.model, grid, device)
+    if settings.compile != "off":
+        pipeline.transformer = torch.compile(pipeline.transformer, mode=settings.compile)
     pipeline.scheduler = sampler_scheduler(pipeline.scheduler.config, sampler)
     meta = noise_prior = None
     if leak_noise_prior or leak_meta:

@@ -50,6 +50,7 @@ class OccGenSettings(Settings):
     leak_noise_prior: bool  # start from noise + noise_prior_weight x the label occupancy's latents (reads labels)
     noise_prior_weight: float
     leak_meta: bool  # condition on the meta vector counted from the label occupancy (reads labels)
+    compile: str  # off | default | reduce-overhead: the transformer under torch.compile with that mode
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
