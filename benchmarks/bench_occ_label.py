@@ -6,9 +6,9 @@ the labelling backends' quality side by side.
 
 Writes a synthetic scene of `--duration-s` seconds (the repository config with a longer
 `synth.duration_s`, one scene, in a temporary folder unless `--dataroot` names one), runs
-`uniscene frames` on it, then times the labeller (`build_surface` + `label_frames`, reading
-the sweeps excluded) for the whole scene with the default backend on each device, and the
-Poisson backend on `--poisson-frames` frames (its per-scene surface build counted in full:
+`uniscene frames` on it, then times the labeller (`build_surface` + `label_frames`; the sweeps
+are read by the aggregation, a chunk at a time, so their reading counts in the surface build)
+for the whole scene with the default backend on each device, and the Poisson backend on `--poisson-frames` frames (its per-scene surface build counted in full:
 frames/s = frames / (surface + those frames)).
 Then the comparison of backends: the config's backend and each of `--compare-backends` label
 the same `--compare-frames` evenly spaced frames (the scene's own cameras), scored against the
@@ -89,7 +89,7 @@ def scale_cameras(scene, size_hw) -> None:
 
 
 PHASES = ("aggregate_sweeps", "nearest_labels", "range_images", "seen_through", "densify", "carve_objects", "fill_ground", "tangent_patches",
-          "voxelize", "mask_camera", "_lidar_rays", "mask_lidar")
+          "voxelize_frames", "mask_camera", "_lidar_rays", "mask_lidar")
 
 
 def profile_phases(scene, grid, options, device, frames) -> dict:
@@ -169,7 +169,7 @@ def main():
         scale_cameras(scene, args.camera_size)
         total = len(scene.frame_timestamp_us)
         stride = options.camera_stride_px(scene.cam_intrinsics, grid)
-        emit("-", "scene", {"frames": total, "sweeps": len(scene.sweep_timestamp_us), "points": len(scene.points_lidar),
+        emit("-", "scene", {"frames": total, "sweeps": len(scene.sweep_timestamp_us), "points": scene.sweeps.num_points,
                             "duration_s": args.duration_s, "grid": list(grid.shape), "voxel_size_m": grid.voxel_size_m,
                             "camera_size": list(args.camera_size), "camera_ray_stride_px": stride}, "")
         default_fps = {}

@@ -11,7 +11,7 @@ from uniscene.occ_label.densify import Cloud, backend_names, densify
 from uniscene.occ_label.label import LabelOptions
 from uniscene.classes import FIXED_THING_CLASSES, OCC_CLASS_ID
 from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
-from uniscene.occ_label.voxelize import voxelize
+from uniscene.occ_label.voxelize import voxel_index, voxelize, voxelize_frames
 from uniscene.settings import default_settings
 
 
@@ -94,6 +94,37 @@ def test_voxelize_votes_per_voxel():
     road_and_wheel = torch.tensor([[0.5, 0.5, 0.1], [0.6, 0.5, 0.1], [0.7, 0.5, 0.1], [0.5, 0.5, 0.9]])
     semantics = voxelize(grid, road_and_wheel, torch.tensor([11, 11, 11, 4]))
     assert semantics[0, 0, 0] == 4
+
+
+def test_majority_with_priority_matches_a_python_vote_either_way():
+    """Both counting paths (keys of unknown range: two sorts; keys below num_keys: one) against a vote by hand."""
+    rng = np.random.default_rng(3)
+    keys, labels = rng.integers(0, 300, 5000), rng.integers(0, 17, 5000)
+    priority = torch.zeros(17, dtype=torch.bool)
+    priority[[2, 5]] = True
+    for num_keys in (None, 300):
+        unique, label = sparse.majority(torch.tensor(keys), torch.tensor(labels), 17, priority, num_keys)
+        assert unique.tolist() == sorted(set(keys.tolist()))
+        for key, winner in zip(unique.tolist(), label.tolist()):
+            counts = np.bincount(labels[keys == key], minlength=17)
+            if counts[[2, 5]].any():
+                counts[~priority.numpy()] = 0
+            assert winner == np.flatnonzero(counts == counts.max()).max()
+
+
+def test_voxelize_frames_matches_each_frame_voxelised_alone():
+    grid = OccGrid((0, 0, 0, 4, 4, 2), 0.5)
+    rng = np.random.default_rng(4)
+    keys, classes, alone = [], [], []
+    for f in range(3):
+        points = torch.as_tensor(rng.uniform(-0.5, 4.5, (400, 3)), dtype=torch.float32)
+        labels = torch.as_tensor(rng.integers(0, 17, 400))
+        alone.append(voxelize(grid, points, labels))
+        voxel, inside = voxel_index(grid, points)
+        keys.append(voxel + f * int(np.prod(grid.shape)))
+        classes.append(labels[inside])
+    together = voxelize_frames(grid, torch.cat(keys), torch.cat(classes), 3)
+    assert torch.equal(together, torch.stack(alone))
 
 
 def backend_options(**changes) -> dict:

@@ -17,6 +17,7 @@ from uniscene.grid import OccGrid
 from uniscene.occ_label.aggregate import STATIC, aggregate_sweeps
 from uniscene.occ_label.label import LabelOptions, SceneArrays, build_surface, label_frames
 from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
+from uniscene.occ_label.sweeps import SweepArrays
 from uniscene.settings import default_settings
 
 GRID = OccGrid((-12.8, -12.8, -1.0, 19.2, 12.8, 4.6), 0.4)  # 80 x 64 x 14
@@ -109,10 +110,7 @@ def build_scene(labelled=True, duration_s=DURATION_S) -> SceneArrays:
     opencv = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     ego_from_cam = np.stack([make_transform(quaternion_to_matrix(yaw_to_quaternion(yaw)) @ opencv, [1.5, 0, 1.5]) for yaw in (0.0, np.pi)])
     return SceneArrays(
-        points_lidar=np.concatenate(points),
-        ring=np.concatenate(ring),
-        sweep_offsets=np.array(offsets, np.int64),
-        lidarseg=np.concatenate(lidarseg),
+        sweeps=SweepArrays(np.concatenate(points), np.concatenate(ring), np.concatenate(lidarseg), np.array(offsets, np.int64)),
         sweep_timestamp_us=(sweep_t * 1e6).astype(np.int64),
         ego_from_lidar=np.repeat(ego_from_lidar[None], len(sweep_t), 0),
         world_from_sweep_ego=np.stack([ego_pose(t) for t in sweep_t]),
@@ -162,9 +160,8 @@ def test_object_points_land_inside_their_box_at_every_frame(scene, surface):
     solid, placed back at each frame's box, lies inside the car at that frame."""
     options = default_settings(LabelOptions)
     scene_from_ego = invert_transform(scene.world_from_scene) @ scene.world_from_sweep_ego
-    agg = aggregate_sweeps(scene.points_lidar, scene.sweep_offsets, scene.ego_from_lidar, scene_from_ego,
-                           box_track(scene.sweep_timestamp_us / 1e6), scene.lidarseg, options.ego_box_m,
-                           options.box_margin_m, options.ground_margin_m)
+    agg = aggregate_sweeps(scene.sweeps, scene.ego_from_lidar, scene_from_ego, box_track(scene.sweep_timestamp_us / 1e6),
+                           options.ego_box_m, options.box_margin_m, options.ground_margin_m)
     car_half = np.array([CAR_SIZE_WLH[1], CAR_SIZE_WLH[0], CAR_SIZE_WLH[2]]) / 2
     assert surface.object_points.shape[0] > 200 and (surface.object_classes == OCC_CLASS_ID["car"]).all()
     raw = agg.box_points[agg.slot == 0].numpy().astype(np.float64)
@@ -178,6 +175,45 @@ def test_object_points_land_inside_their_box_at_every_frame(scene, surface):
             assert np.all(local <= car_half + 1e-3)
             if on_surface:
                 assert np.all(np.any(local >= car_half - 1e-3, axis=1))
+
+
+def test_frames_voxelised_together_match_frames_voxelised_alone(scene, surface, labels, monkeypatch):
+    """On a GPU a batch's frames are voxelised in one sort (label.VOXELIZE_POINTS); the labels are the same bytes."""
+    import uniscene.occ_label.label as label
+
+    monkeypatch.setattr(label, "VOXELIZE_POINTS_CPU", 2**40)
+    together = list(label_frames(surface, scene, GRID, default_settings(LabelOptions, frames_per_batch=24)))
+    for ours, alone in zip(together, labels, strict=True):
+        for name in ("frames", "semantics", "mask_lidar", "mask_camera"):
+            np.testing.assert_array_equal(getattr(ours, name), getattr(alone, name))
+
+
+def test_lidar_rays_of_a_batch_match_a_frame_at_a_time(scene, surface):
+    """The batch's rays (one sort for all its frames) are those of each frame alone, by the obvious loop: one ray per
+    (sweep, end voxel), the first of its sweep's returns there, in the ego frame of its frame."""
+    import uniscene.occ_label.label as label
+
+    options = default_settings(LabelOptions, mask_lidar_window_s=0.2)  # several sweeps a frame
+    scene_from_world = invert_transform(scene.world_from_scene)
+    ego_from_scene = invert_transform(scene_from_world @ scene.world_from_ego)
+    offsets = np.searchsorted(surface.ray_sweep.numpy(), np.arange(len(scene.sweep_timestamp_us) + 1))
+    batch = np.arange(3, 11)
+    matrices = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32)
+    origins, ends, frames = label._lidar_rays(surface, scene, GRID, options, batch, matrices, offsets)
+    for f, frame_index in enumerate(batch):
+        gap = np.abs(scene.sweep_timestamp_us - scene.frame_timestamp_us[frame_index])
+        expected = set()
+        for s in np.flatnonzero(gap <= 0.1e6):
+            rows = torch.arange(offsets[s], offsets[s + 1])
+            end = surface.ray_ends[rows] @ matrices[f, :3, :3].T + matrices[f, :3, 3]
+            origin = surface.sweep_origin[s] @ matrices[f, :3, :3].T + matrices[f, :3, 3]
+            seen = set()
+            for e, voxel in zip(end.tolist(), torch.floor(end / GRID.voxel_size_m).long().tolist()):
+                if tuple(voxel) not in seen:
+                    seen.add(tuple(voxel))
+                    expected.add((tuple(np.round(origin.tolist(), 4)), tuple(e)))
+        ours = {(tuple(np.round(o, 4)), tuple(e)) for o, e in zip(origins[frames == f].tolist(), ends[frames == f].tolist())}
+        assert len(ours) == (frames == f).sum() and ours == expected, f
 
 
 def test_moving_car_voxels_follow_the_box_without_a_trail(scene, labels):
@@ -219,8 +255,8 @@ def test_aggregate_drops_the_ego_body_and_splits_static_from_object():
     points = np.array([[0.5, 0.0, 1.0], [5.0, 0.0, 1.0], [0.0, 5.0, 0.5], [0.0, 5.0, 0.05]], np.float32)
     boxes = Boxes(np.array([[[0.0, 5.0, 0.5]]]), np.array([[[1.0, 1.0, 1.0]]], np.float32),
                   np.array([[[1.0, 0, 0, 0]]]), np.array([[True]]))
-    agg = aggregate_sweeps(points, np.array([0, 4]), np.eye(4)[None], np.eye(4)[None], boxes,
-                           np.zeros(4, np.uint8), (-1, -1, 0.25, 1, 1, 2), 0.2, 0.15)
+    sweeps = SweepArrays(points, np.zeros(4, np.uint8), np.zeros(4, np.uint8), np.array([0, 4]))
+    agg = aggregate_sweeps(sweeps, np.eye(4)[None], np.eye(4)[None], boxes, (-1, -1, 0.25, 1, 1, 2), 0.2, 0.15)
     assert agg.points.shape[0] == 3  # the point on the car body is gone
     assert agg.slot.tolist() == [STATIC, 0, STATIC]  # the last point is ground under the box
     torch.testing.assert_close(agg.box_points[1], torch.zeros(3))
@@ -241,8 +277,9 @@ def test_aggregate_pairs_points_with_every_box_that_holds_them(monkeypatch):
     points = np.concatenate([rng.uniform([-32, -32, 0.3], [32, 32, 3.0], (sweeps * per_sweep, 3))]).astype(np.float32)
     offsets = np.arange(sweeps + 1) * per_sweep
     monkeypatch.setattr(aggregate, "POINTS_PER_CHUNK", 2 * per_sweep + 1)
-    agg = aggregate_sweeps(points, offsets, np.tile(np.eye(4), (sweeps, 1, 1)), np.tile(np.eye(4), (sweeps, 1, 1)), boxes,
-                           np.zeros(len(points), np.uint8), (-1, -1, -5, 1, 1, -4), 0.2, 0.0)
+    source = SweepArrays(points, np.zeros(len(points), np.uint8), np.zeros(len(points), np.uint8), offsets)
+    agg = aggregate_sweeps(source, np.tile(np.eye(4), (sweeps, 1, 1)), np.tile(np.eye(4), (sweeps, 1, 1)), boxes,
+                           (-1, -1, -5, 1, 1, -4), 0.2, 0.0)
     expected = np.full(len(points), STATIC)
     local = np.einsum("sbji,sbnj->sbni", boxes.world_from_box()[..., :3, :3],
                       points.reshape(sweeps, 1, per_sweep, 3) - center[:, :, None])  # [S, B, n, 3]

@@ -29,12 +29,12 @@ def write_dataset(root: Path, with_lidarseg: bool = True, location: str | None =
     for occ, index in OCC_TO_LIDARSEG.items():
         to_lidarseg[occ] = index
     for s in range(len(scene.sweep_timestamp_us)):
-        rows = slice(scene.sweep_offsets[s], scene.sweep_offsets[s + 1])
+        rows = slice(scene.sweeps.sweep_offsets[s], scene.sweeps.sweep_offsets[s + 1])
         points = np.zeros((rows.stop - rows.start, 5), np.float32)
-        points[:, :3] = scene.points_lidar[rows]
+        points[:, :3] = scene.sweeps.points_lidar[rows]
         sweep_paths.append(f"sweeps/LIDAR_TOP/{s:04d}.pcd.bin")
         write_sweep(data / sweep_paths[-1], points)
-        labels = scene.lidarseg[rows]
+        labels = scene.sweeps.lidarseg[rows]
         if with_lidarseg and (labels != UNLABELLED).all():
             lidarseg_paths.append(f"lidarseg/{s:04d}_lidarseg.bin")
             (data / "lidarseg").mkdir(exist_ok=True)
@@ -140,3 +140,25 @@ def test_map_areas_without_the_map_file_stops_with_both_fixes(config_json, tmp_p
     assert run(config, frames, out) == 2
     message = capsys.readouterr().err
     assert "singapore-onenorth.json" in message and "map_areas: false" in message and not out.exists()
+
+
+def test_sweeps_read_from_their_files_chunk_by_chunk_are_the_sweeps_written(config_json, dataset):
+    """load_scene reads no sweep: the aggregation asks for chunks of whole sweeps, read by threads one chunk ahead."""
+    from uniscene.config import load_config
+    from uniscene.occ_label.inputs import load_scene
+    from uniscene.occ_label.label import LabelOptions
+    from uniscene.occ_label.sweeps import SweepFiles
+
+    options = LabelOptions.from_config(load_config(json.dumps(config_json)))
+    files = load_scene(dataset, options, GRID).sweeps
+    written = build_scene(duration_s=1.0).sweeps
+    assert isinstance(files, SweepFiles)
+    np.testing.assert_array_equal(files.sweep_offsets, written.sweep_offsets)
+    sweeps = len(files.sweep_offsets) - 1
+    ranges = [(0, 1), (1, 7), (7, sweeps)]
+    for chunk, expected in zip(files.chunks(ranges), written.chunks(ranges), strict=True):
+        assert (chunk.first, chunk.last) == (expected.first, expected.last)
+        np.testing.assert_array_equal(chunk.points, expected.points)
+        np.testing.assert_array_equal(chunk.classes, expected.classes)  # lidarseg where written, UNLABELLED elsewhere
+        assert chunk.points.dtype == np.float32 and chunk.ring.dtype == chunk.classes.dtype == np.uint8
+        assert not chunk.ring.any()  # write_dataset writes ring 0

@@ -8,10 +8,12 @@ that is placed back at each frame's box.
 
 Whole sweeps go together, about POINTS_PER_CHUNK points at a time, each point with its own
 sweep's transforms, rather than one sweep at a time: on a GPU a sweep is too little work for the
-kernels' launches. Points meet the boxes of their sweep through bird's-eye cells (`_BoxTable`),
-so the pairs tested follow the points near boxes, not points x boxes. Measured on the 40 s
-benchmark scene (801 sweeps, 25.5 M points) on an H100: 1.93 s a sweep at a time, 0.24-0.27 s
-now; on a demo scene on the 2-core CPU: 0.66 s and 0.89 s. The output is identical.
+kernels' launches. Each chunk is read from the sweep source when it is needed (sweeps.py) and
+what is kept of it stays on the device, so the host never holds the whole scene's points.
+Points meet the boxes of their sweep through bird's-eye cells (`_BoxTable`), so the pairs tested
+follow the points near boxes, not points x boxes. Measured on the 40 s benchmark scene (801
+sweeps, 25.5 M points) on an H100: 1.93 s a sweep at a time, 0.24-0.27 s now; on a demo scene on
+the 2-core CPU: 0.66 s and 0.89 s. The output is identical.
 
 Letters: S sweeps, N points, B box slots.
 """
@@ -38,7 +40,7 @@ class Aggregate:
     classes: [N] int64, the points' own classes (0..16 or semantics.UNLABELLED).
     box_points: [N, 3] float32, each object point in its box frame (undefined for static points).
     sweep_origin: [S, 3] float32, the LiDAR's position at each sweep, scene frame.
-    source: [N] int64, each point's row in the sweeps' concatenated points.
+    points_sensor: [N, 3] float32, each point as its sweep gave it (sensor frame). ring: [N] uint8 its ring.
     """
 
     points: torch.Tensor
@@ -47,21 +49,21 @@ class Aggregate:
     classes: torch.Tensor
     box_points: torch.Tensor
     sweep_origin: torch.Tensor
-    source: torch.Tensor
+    points_sensor: torch.Tensor
+    ring: torch.Tensor
 
 
 def aggregate_sweeps(
-    points_lidar: np.ndarray,  # [N, 3] sensor frame, sweeps concatenated in order
-    sweep_offsets: np.ndarray,  # [S + 1] int64
+    sweeps,  # sweeps.SweepArrays or sweeps.SweepFiles: points in the sensor frame, rings, classes (or semantics.UNLABELLED)
     ego_from_lidar: np.ndarray,  # [S, 4, 4]
     scene_from_ego: np.ndarray,  # [S, 4, 4] each sweep's ego pose in the scene frame
     scene_boxes: Boxes,  # at the sweeps, scene frame
-    classes: np.ndarray,  # [N] uint8 occupancy class per point (or semantics.UNLABELLED)
     ego_box_m,  # (x_min, y_min, z_min, x_max, y_max, z_max) ego frame: the car's own body
     box_margin_m: float,  # boxes grow by this on every side to catch mirrors and annotation slack
     ground_margin_m: float,  # points this close above a box's bottom are ground, unless labelled as a thing
     device: str = "cpu",
 ) -> Aggregate:
+    sweep_offsets = sweeps.sweep_offsets
     num_sweeps = len(sweep_offsets) - 1
     box_from_scene = torch.as_tensor(invert_transform(scene_boxes.world_from_box()), dtype=torch.float32, device=device)  # [S, B, 4, 4]
     half_size = torch.as_tensor(scene_boxes.size, dtype=torch.float32, device=device)[..., [1, 0, 2]] / 2  # (l, w, h)/2 on box x y z
@@ -79,18 +81,19 @@ def aggregate_sweeps(
 
     parts = []
     with tqdm(total=num_sweeps, desc="aggregate sweeps", unit="sweep", leave=False) as progress:
-        for first, last in _chunks(sweep_offsets, POINTS_PER_CHUNK):  # whole sweeps, about POINTS_PER_CHUNK points at a time
-            start, stop = int(sweep_offsets[first]), int(sweep_offsets[last])
-            p = torch.as_tensor(points_lidar[start:stop, :3], dtype=torch.float32, device=device)
-            c = torch.as_tensor(classes[start:stop].astype(np.int64), device=device)
+        for chunk in sweeps.chunks(whole_ranges(sweep_offsets, POINTS_PER_CHUNK)):  # whole sweeps, about POINTS_PER_CHUNK points at a time
+            first, last = chunk.first, chunk.last
+            p = torch.as_tensor(chunk.points, dtype=torch.float32, device=device)
+            c = torch.as_tensor(chunk.classes.astype(np.int64), device=device)
+            ring = torch.as_tensor(chunk.ring, device=device)
+            del chunk  # the host's copy of these sweeps goes now
             counts = torch.as_tensor(np.diff(sweep_offsets[first:last + 1]), device=device)
             sweep = torch.repeat_interleave(torch.arange(first, last, device=device), counts)
             # 1. Drop the car's own body (ego frame), then sensor -> scene.
             ego = _apply(ego_from_lidar_t[sweep], p)
             keep = ~((ego >= ego_lower) & (ego <= ego_upper)).all(1)
-            source = torch.nonzero(keep).squeeze(1) + start
-            p, c, sweep = p[keep], c[keep], sweep[keep]
-            p = _apply(scene_from_lidar[sweep], p)
+            sensor, c, sweep, ring = p[keep], c[keep], sweep[keep], ring[keep]
+            p = _apply(scene_from_lidar[sweep], sensor)
             # 2. Point-box pairs whose footprint circle holds the point, then the exact (enlarged) box test.
             point, box = boxes.candidates(p, sweep)
             local = _apply(boxes.box_from_scene[sweep[point], box], p[point])
@@ -106,11 +109,11 @@ def aggregate_sweeps(
             box_p = torch.zeros_like(p)
             box_p[point[chosen]] = local[chosen]
             slot = torch.where(slot == num_slots, STATIC, slot)
-            parts.append((p, sweep, slot, c, box_p, source))
+            parts.append((p, sweep, slot, c, box_p, sensor, ring))
             progress.update(last - first)
-    points, sweep, slot, point_classes, box_points, source = (torch.cat(column) for column in zip(*parts))
+    points, sweep, slot, point_classes, box_points, sensor, ring = (torch.cat(column) for column in zip(*parts))
     origin = scene_from_lidar[:, :3, 3]
-    return Aggregate(points, sweep, slot, point_classes, box_points, origin, source)
+    return Aggregate(points, sweep, slot, point_classes, box_points, origin, sensor, ring)
 
 
 POINTS_PER_CHUNK = 2_000_000  # points transformed and tested at once: a few hundred MB of temporaries
@@ -156,11 +159,13 @@ class _BoxTable:
         return point[near], box[entry[near]]
 
 
-def _chunks(offsets: np.ndarray, points_per_chunk: int):
-    """(first, last) sweep ranges of consecutive whole sweeps, each about `points_per_chunk` points (at least one sweep)."""
+def whole_ranges(offsets: np.ndarray, per_range: int):
+    """(first, last) ranges of consecutive whole sweeps (or other items), each about `per_range` rows (at least one item).
+
+    offsets: [S + 1] int64, where each item's rows start (cumulative counts)."""
     first = 0
     while first < len(offsets) - 1:
-        last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + points_per_chunk, side="right")) - 1)
+        last = max(first + 1, int(np.searchsorted(offsets, offsets[first] + per_range, side="right")) - 1)
         yield first, last
         first = last
 

@@ -83,6 +83,7 @@ with cones, 89.44 -> 89.55 (cone 78.6 -> 80.4; their own column instead of two, 
 Letters: S sweeps, B box slots, G rings, A azimuth bins, N points, C cells.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -92,13 +93,18 @@ import torch
 from uniscene.boxes import Boxes
 from uniscene.geometry import invert_transform
 from uniscene.occ_label import sparse
-from uniscene.occ_label.aggregate import STATIC
+from uniscene.occ_label.aggregate import STATIC, whole_ranges
 
 _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
 BOUNDARY_CUBE = 0.6  # edge of the cube, in cells, whose corners stand for a boundary cell (module docstring)
 OVERHANG_M = 0.2  # two rings' returns on an object interpolate unless the lower lies this much beyond the upper
 RAY_THROUGH_CELL = 0.25  # a ring's ray this many cells or less from a cell's centre (in elevation) passes through its middle
-PAIRS_PER_BATCH = 4_000_000  # (sweep, cell) pairs carved at once: about 0.3 GB of transforms
+PAIRS_PER_BATCH = 4_000_000  # (sweep, cell) pairs carved at once on the CPU: about 0.3 GB of transforms, 1-2 GB in all
+PAIRS_PER_BATCH_GPU = 16_000_000  # and on a GPU, where each batch costs a few hundred kernel launches and a dozen syncs
+
+
+def pairs_per_batch(device) -> int:
+    return PAIRS_PER_BATCH if torch.device(device).type == "cpu" else PAIRS_PER_BATCH_GPU
 _FACES = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
 
 
@@ -165,12 +171,26 @@ def carve_objects(
     cell_slot = slots[cell_slot]
     centre = (cell.float() + 0.5) * grids.cell_size[cell_slot] - grids.half[cell_slot]  # [C, 3] box frame
     sensor_from_box = invert_transform(scene_from_sensor)[:, None] @ scene_boxes.world_from_box()  # [S, B, 4, 4]
+    # a sweep carves nothing of a box wholly beyond its farthest return (every rule's free range lies within its returns)
+    nearest_m = np.linalg.norm(sensor_from_box[..., :3, 3], axis=-1) - np.linalg.norm(half.cpu().numpy(), axis=1) - 1e-3  # [S, B]
+    farthest_m = images.ranges.flatten(1).amax(1).cpu().numpy().astype(np.float64) * (1 + 1e-5)  # [S]
+    reached = valid & torch.as_tensor(nearest_m < farthest_m[:, None], device=device)
     sensor_from_box = torch.as_tensor(sensor_from_box, dtype=torch.float32, device=device)
     carved = torch.zeros(cell_slot.numel(), dtype=torch.bool, device=device)
-    per_batch = max(1, PAIRS_PER_BATCH // max(1, cell_slot.numel()))
-    for start in range(0, valid.shape[0], per_batch):  # sweeps in batches of (sweep, cell) pairs
-        sweep, here = torch.nonzero(valid[start:start + per_batch][:, cell_slot] & ~carved, as_tuple=True)
-        carved[_seen_free(images, sweep + start, sensor_from_box, centre, grids.cell_size, cell_slot, here, wide)] = True
+    # (sweep, cell) pairs of the slots valid (and within reach) at each sweep, whole sweeps at a time, about
+    # PAIRS_PER_BATCH pairs a batch (sized by the pairs themselves: a long scene has millions of cells, most of them
+    # in boxes absent from a sweep)
+    slot_cells = torch.where(seen, grids.cells.prod(1), 0)  # [B] cells of each slot, listed slot after slot
+    slot_first = torch.cumsum(slot_cells, 0) - slot_cells
+    pair_offsets = np.concatenate([[0], np.cumsum((reached.long() * slot_cells).sum(1).cpu().numpy())])
+    for first, last in whole_ranges(pair_offsets, pairs_per_batch(device)):
+        sweep, box = torch.nonzero(reached[first:last], as_tuple=True)
+        owner, k = sparse.ragged_arange(slot_cells[box])
+        sweep, here = sweep[owner] + first, slot_first[box[owner]] + k
+        open_cells = ~carved[here]  # a cell carved by an earlier sweep stays carved
+        sweep, here = sweep[open_cells], here[open_cells]
+        if here.numel():
+            carved[_seen_free(images, sweep, sensor_from_box, centre, grids.cell_size, cell_slot, here, wide)] = True
 
     is_hit = slot != STATIC
     returns = _return_extent(grids, box_points[is_hit], slot[is_hit])
@@ -209,29 +229,45 @@ def _seen_free(images: "RangeImages", sweep: torch.Tensor, sensor_from_box: torc
     a surface or outside the rings). Returns the passing entries of `here`.
     """
     slot = cell_slot[here]
-    matrix = sensor_from_box[sweep, slot]  # [P, 4, 4]
-    position = torch.einsum("cij,cj->ci", matrix[:, :3, :3], centre[here]) + matrix[:, :3, 3]
-    ring, through = images.ring_through(position, RAY_THROUGH_CELL * cell_size[slot].amin(1) / position.norm(dim=1).clamp(min=1e-6))
+    boxes = sensor_from_box.shape[1]
+    sensor_from_box = sensor_from_box[:, :, :3].reshape(-1, 3, 4)  # [S B, 3, 4] (the last row is 0 0 0 1)
+    matrix = sensor_from_box[sweep * boxes + slot]  # [P, 3, 4]
+    position = torch.einsum("cij,cj->ci", matrix[:, :, :3], centre[here]) + matrix[:, :, 3]
+    distance = position.norm(dim=1)
+    ring, through = images.ring_through(position, RAY_THROUGH_CELL * cell_size[slot].amin(1) / distance.clamp(min=1e-6))
+    # Most centres lie behind what the sweep returned around them (inside or behind their object), or outside the
+    # rings: every rule's free range lies within the farthest of the six returns around the direction (two rings,
+    # three columns), and the pairs beyond it, or outside the rings with no ring through them, cannot pass. 99 % of a
+    # demo scene's pairs fail the centre test; this drops 73 % of them with a fifth of its work.
+    around = images.around(sweep, position)
+    lower, _, _, azimuth, inside = around
+    maybe = (inside | through) & (distance < images.farthest_of_six(sweep, lower, azimuth) * (1 + 1e-5))
+    maybe = torch.nonzero(maybe).squeeze(1)
+    sweep, here, slot, position, ring, through = (x[maybe] for x in (sweep, here, slot, position, ring, through))
+    around = tuple(x[maybe] for x in around)
 
-    def in_front(points: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:  # between the two rings, else along the ring through the cell
-        free = _all_in_front(images, points, sweep[pick], slot[pick], wide)
+    def in_front(points: torch.Tensor, pick: torch.Tensor, around=None) -> torch.Tensor:  # between the two rings, else along the ring through the cell
+        free = _all_in_front(images, points, sweep[pick], slot[pick], wide, around=around)
         along = torch.nonzero(through[pick] & ~free).squeeze(1)
         free[along] = _all_in_front(images, points[along], sweep[pick[along]], slot[pick[along]], wide, ring[pick[along]])
         return free
 
-    passed = torch.nonzero(in_front(position[:, None], torch.arange(len(here), device=here.device))).squeeze(1)
+    passed = torch.nonzero(in_front(position[:, None], torch.arange(len(here), device=here.device), around)).squeeze(1)
     offsets = (_CORNERS.to(centre.device).float() - 0.5)[None] * cell_size[slot[passed]][:, None]  # [P', 8, 3]
-    corners = torch.einsum("cij,ckj->cki", matrix[passed, :3, :3], centre[here[passed]][:, None] + offsets) + matrix[passed, None, :3, 3]
+    matrix = sensor_from_box[sweep[passed] * boxes + slot[passed]]  # [P', 3, 4]
+    corners = torch.einsum("cij,ckj->cki", matrix[:, :, :3], centre[here[passed]][:, None] + offsets) + matrix[:, None, :, 3]
     return here[passed[in_front(corners, passed)]]
 
 
 def _all_in_front(images: "RangeImages", points: torch.Tensor, sweep: torch.Tensor, slot: torch.Tensor, wide: torch.Tensor,
-                  ring: torch.Tensor | None = None) -> torch.Tensor:
+                  ring: torch.Tensor | None = None, around: tuple | None = None) -> torch.Tensor:
     """[n] whether all K sensor-frame points [n, K, 3] lie in front of what sweep `sweep` [n] returned, for box
-    `slot` [n] (`RangeImages.free_range`; `ring` [n]: along that ring alone)."""
+    `slot` [n] (`RangeImages.free_range`; `ring` [n]: along that ring alone; `around`: `RangeImages.around` of the
+    points, where K is 1 and it is known)."""
     k = points.shape[1]
-    free = images.free_range(sweep.repeat_interleave(k), points.reshape(-1, 3), slot.repeat_interleave(k), wide[slot].repeat_interleave(k),
-                             None if ring is None else ring.repeat_interleave(k))
+    repeat = (lambda x: x) if k == 1 else (lambda x: x.repeat_interleave(k))  # noqa: E731
+    free = images.free_range(repeat(sweep), points.reshape(-1, 3), repeat(slot), repeat(wide[slot]), None if ring is None else repeat(ring),
+                             around)
     return (points.norm(dim=2) < free.view(-1, k)).all(1)
 
 
@@ -254,7 +290,7 @@ class RangeImages:
     phase: torch.Tensor
 
     def free_range(self, sweep: torch.Tensor, position: torch.Tensor, slot: torch.Tensor, wide: torch.Tensor,
-                   ring: torch.Tensor | None = None) -> torch.Tensor:
+                   ring: torch.Tensor | None = None, around: tuple | None = None) -> torch.Tensor:
         """[N] how far sweep `sweep` [N] saw free space towards each sensor-frame point [N, 3] of box `slot` [N].
 
         Between the two rings around the direction: where both hit the point's own object, the surface runs
@@ -268,9 +304,10 @@ class RangeImages:
         two-wheelers, cones) use the direction's own column: their parts are thinner than a column, so a
         neighbouring column's return says nothing about the space beside them. 0 outside the rings, or next
         to a direction without a return. ring: [N] rows of one ring to take alone, the same way across the
-        columns (`ring_through`: its ray passes through the cell being tested).
+        columns (`ring_through`: its ray passes through the cell being tested). around: `around(sweep, position)`
+        where the caller has it.
         """
-        lower, upper, weight, azimuth, inside = self._around(sweep, position)
+        lower, upper, weight, azimuth, inside = self.around(sweep, position) if around is None else around
         if ring is not None:
             lower, upper, weight, inside = ring, ring, torch.zeros_like(weight), torch.ones_like(inside)
         free = torch.zeros_like(weight)
@@ -296,9 +333,25 @@ class RangeImages:
 
     def _column(self, sweep, lower, upper, column, slot):
         """The returns of the two rings in one column, and whether both lie on the object `slot`."""
-        below, above = self.ranges[sweep, lower, column], self.ranges[sweep, upper, column]
-        on_object = (self.owner[sweep, lower, column] == slot) & (self.owner[sweep, upper, column] == slot) & (below > 0) & (above > 0)
+        rows, columns = self.ranges.shape[1:]
+        at_lower, at_upper = (sweep * rows + lower) * columns + column, (sweep * rows + upper) * columns + column  # flat indices
+        ranges, owner = self.ranges.reshape(-1), self.owner.reshape(-1)
+        below, above = ranges[at_lower], ranges[at_upper]
+        on_object = (owner[at_lower] == slot) & (owner[at_upper] == slot) & (below > 0) & (above > 0)
         return below, above, on_object
+
+    def farthest_of_six(self, sweep: torch.Tensor, lower: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
+        """[N] the farthest return of sweep `sweep` [N] in rows `lower` and `lower` + 1 [N] (`around`), in the column of
+        `azimuth` [N] (`around`) and the two beside it: no rule's free range there exceeds it (but by rounding)."""
+        rows, columns = self.ranges.shape[1:]
+        column = torch.floor(azimuth).long() % columns
+        return self._farthest_of_six.reshape(-1)[(sweep * (rows - 1) + lower) * columns + column]
+
+    @functools.cached_property
+    def _farthest_of_six(self) -> torch.Tensor:
+        """[S, G - 1, A]: at [s, g, a] the farthest return of sweep s in rows g, g + 1 and columns a - 1, a, a + 1 (circular)."""
+        three = torch.maximum(torch.maximum(torch.roll(self.ranges, 1, dims=2), self.ranges), torch.roll(self.ranges, -1, dims=2))
+        return torch.maximum(three[:, :-1], three[:, 1:]).contiguous()
 
     def ring_through(self, position: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The row of the ring nearest in elevation to each sensor-frame direction [N, 3], and whether it lies within
@@ -311,13 +364,13 @@ class RangeImages:
     def nearest_around(self, sweep: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """[N] the nearest return of sweep `sweep` [N] in its two rings around each sensor-frame direction [N, 3], in its
         column and the two beside it; 0 outside the rings, or where one of those six has no return."""
-        lower, upper, _, azimuth, inside = self._around(sweep, position)
+        lower, upper, _, azimuth, inside = self.around(sweep, position)
         columns = self.ranges.shape[2]
         column = torch.floor(azimuth).long() % columns
         nearest = _nearest(*[self.ranges[sweep, row, (column + step) % columns] for row in (lower, upper) for step in (-1, 0, 1)])
         return torch.where(inside, nearest, torch.zeros_like(nearest))
 
-    def _around(self, sweep: torch.Tensor, position: torch.Tensor):
+    def around(self, sweep: torch.Tensor, position: torch.Tensor):
         """Rows of the rings below and above each sensor-frame direction [N, 3] of sweep `sweep` [N], the weight of
         the upper one, its azimuth in columns (column k spans [k, k + 1), its firing at k + 0.5), and whether it
         lies between the lowest and the highest ring."""

@@ -11,7 +11,9 @@ map areas (map_areas.py), the nearest ground cell in the same areas, where one i
 Letters: N points, K filled cells.
 """
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -26,50 +28,61 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
 
     points: [N, 3] scene frame, classes: [N] int64; area_of: scene-frame points [M, 3] -> map area
     codes [M] (or None: no map). Nothing is filled when fill_m <= 0 or no point is ground.
+    The points are binned on their device; only the bird's-eye rasters (H x W cells) come to the host,
+    where SciPy's distance transforms run, one thread per map area.
     """
     device = points.device
     is_ground = torch.isin(classes, torch.tensor(GROUND_CLASSES, device=device))
     if fill_m <= 0 or not bool(is_ground.any()):
         return points.new_zeros((0, 3)), classes.new_zeros(0)
-    xyz = points.double().cpu().numpy()
-    lower = np.floor(xyz[:, :2].min(0) / cell_m).astype(np.int64)
-    ij = np.floor(xyz[:, :2] / cell_m).astype(np.int64) - lower
-    shape = tuple(ij.max(0) + 1)
-    flat = np.ravel_multi_index(ij.T, shape)
-    ground = is_ground.cpu().numpy()
+    xyz = points.double()
+    lower = torch.floor(xyz[:, :2].min(0).values / cell_m).long()
+    ij = torch.floor(xyz[:, :2] / cell_m).long() - lower
+    shape = tuple(int(v) + 1 for v in ij.max(0).values.tolist())
+    flat = ij[:, 0] * shape[1] + ij[:, 1]
+    cells = shape[0] * shape[1]
     # per cell: the lowest ground point's height (what stands on the ground is above it), majority ground class,
     # and whether other static surface covers it
-    count = np.bincount(flat[ground], minlength=int(np.prod(shape)))
-    height = np.full(count.size, np.inf)
-    np.minimum.at(height, flat[ground], xyz[ground, 2])
-    ground_index = np.searchsorted(GROUND_CLASSES, classes.cpu().numpy()[ground])
-    votes = np.bincount(flat[ground] * len(GROUND_CLASSES) + ground_index, minlength=count.size * len(GROUND_CLASSES))
-    votes = votes.reshape(count.size, len(GROUND_CLASSES))
-    covered = np.bincount(flat[~ground], minlength=count.size) > 0
-    has_ground = (count > 0).reshape(shape)
-    distance, source = _nearest_cell(has_ground)
+    ground_flat = flat[is_ground]
+    height = torch.full((cells,), torch.inf, dtype=torch.float64, device=device).scatter_reduce_(0, ground_flat, xyz[is_ground, 2], "amin")
+    ground_index = torch.searchsorted(torch.tensor(GROUND_CLASSES, device=device), classes[is_ground])
+    votes = torch.bincount(ground_flat * len(GROUND_CLASSES) + ground_index, minlength=cells * len(GROUND_CLASSES)).view(cells, len(GROUND_CLASSES))
+    has_ground = (torch.bincount(ground_flat, minlength=cells) > 0).view(shape).cpu().numpy()
+    covered = (torch.bincount(flat[~is_ground], minlength=cells) > 0).cpu().numpy()
+    del xyz, ij, flat, ground_flat
+    lower = lower.cpu().numpy()
     area = None
     if area_of is not None:
-        centres = torch.as_tensor((np.stack(np.unravel_index(np.arange(count.size), shape), 1) + lower + 0.5) * cell_m, device=device)
+        rows, columns = torch.meshgrid(torch.arange(shape[0], device=device), torch.arange(shape[1], device=device), indexing="ij")
+        centres = (torch.stack([rows.reshape(-1), columns.reshape(-1)], 1).double() + torch.as_tensor(lower, device=device) + 0.5) * cell_m
         area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1))
+        del rows, columns, centres
+    # the nearest ground cell of every cell, and with map areas the nearest in the same areas where one lies within fill_m
+    jobs = [((has_ground,), None)]
     if area is not None:
-        area = area.cpu().numpy()
+        area = area.to(torch.uint8).view(shape).cpu().numpy() if int(area.max()) < 256 else area.view(shape).cpu().numpy()
         for code in np.unique(area):
-            in_area = (area == code).reshape(shape)
+            in_area = area == code
             rows, columns = np.nonzero(in_area)
             window = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))  # sources and targets lie inside
-            cells = np.ravel_multi_index(np.nonzero(in_area[window]), in_area[window].shape)
-            area_distance, area_source = _nearest_cell(has_ground[window] & in_area[window])
-            near = area_distance[cells] * cell_m <= fill_m
-            target = np.ravel_multi_index((rows, columns), shape)[near]  # the same order as `cells`
-            source_rows, source_columns = np.unravel_index(area_source[cells[near]], in_area[window].shape)
-            distance[target] = area_distance[cells[near]]
-            source[target] = np.ravel_multi_index((source_rows + window[0].start, source_columns + window[1].start), shape)
+            jobs.append(((has_ground[window] & in_area[window],), (in_area, rows, columns, window)))
+    with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:  # SciPy releases the GIL
+        results = list(pool.map(lambda job: _nearest_cell(*job[0]), jobs))
+    distance, source = results[0]
+    for (_, part), (area_distance, area_source) in zip(jobs[1:], results[1:]):
+        in_area, rows, columns, window = part
+        cells_in = np.ravel_multi_index((rows - window[0].start, columns - window[1].start), in_area[window].shape)
+        near = area_distance[cells_in] * cell_m <= fill_m
+        target = np.ravel_multi_index((rows, columns), shape)[near]  # the same order as `cells_in`
+        source_rows, source_columns = np.unravel_index(area_source[cells_in[near]], in_area[window].shape)
+        distance[target] = area_distance[cells_in[near]]
+        source[target] = np.ravel_multi_index((source_rows + window[0].start, source_columns + window[1].start), shape)
     fill = ~has_ground.reshape(-1) & ~covered & (distance * cell_m <= fill_m)
-    cells = np.flatnonzero(fill)
-    centre = (np.stack(np.unravel_index(cells, shape), 1) + lower + 0.5) * cell_m
-    new_points = np.concatenate([centre, height[source[cells], None]], 1)
-    new_classes = np.asarray(GROUND_CLASSES)[votes[source[cells]].argmax(1)]
+    filled = np.flatnonzero(fill)
+    centre = (np.stack(np.unravel_index(filled, shape), 1) + lower + 0.5) * cell_m
+    from_cell = torch.as_tensor(source[filled], device=device)
+    new_points = np.concatenate([centre, height[from_cell].cpu().numpy()[:, None]], 1)
+    new_classes = np.asarray(GROUND_CLASSES)[votes[from_cell].cpu().numpy().argmax(1)]
     return torch.as_tensor(new_points, dtype=points.dtype, device=device), torch.as_tensor(new_classes, dtype=classes.dtype, device=device)
 
 

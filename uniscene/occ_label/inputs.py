@@ -1,23 +1,20 @@
-"""Read what occ_label needs of one scene: its frames.zarr and every LIDAR_TOP sweep and lidarseg file.
+"""Read what occ_label needs of one scene: its frames.zarr, and where its LIDAR_TOP sweep and lidarseg files are.
 
-Paths in the store are relative to its `dataroot` attribute. Sweeps without lidarseg (the 20 Hz
-sweeps between keyframes) get semantics.UNLABELLED. A scene with no lidarseg at all stops with a
-message, unless `occ_label.allow_missing_lidarseg` is set (static voxels are then 'others').
+Paths in the store are relative to its `dataroot` attribute. The sweeps are read later, a chunk at
+a time as the aggregation asks for them (sweeps.SweepFiles); their sizes are checked here.
+Sweeps without lidarseg (the 20 Hz sweeps between keyframes) get semantics.UNLABELLED. A scene
+with no lidarseg at all stops with a message, unless `occ_label.allow_missing_lidarseg` is set (static voxels are then 'others').
 With `occ_label.map_areas`, the map expansion of the scene's location is read too (map_areas.py).
 """
 
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from uniscene.boxes import Boxes
-from uniscene.data.files import read_lidarseg, read_sweep
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
 from uniscene.occ_label.label import LabelOptions, SceneArrays
 from uniscene.occ_label.map_areas import MapAreas
-from uniscene.occ_label.semantics import UNLABELLED, occ_classes_of_lidarseg
+from uniscene.occ_label.sweeps import SweepFiles
 from uniscene.store import open_store
 
 
@@ -34,23 +31,8 @@ def load_scene(frames_path, options: LabelOptions, grid: OccGrid) -> SceneArrays
             "nuScenes-lidarseg (lidarseg/<version>/ and lidarseg.json) into the dataroot and rerun `uniscene frames`, "
             "or set occ_label.allow_missing_lidarseg: true to label static voxels 'others'"
         )
-    points, rings, classes, offsets = [], [], [], [0]
-    for sweep_path, lidarseg_path in tqdm(list(zip(sweep_paths, lidarseg_paths)), desc="read sweeps", unit="sweep", leave=False):
-        sweep = read_sweep(dataroot / sweep_path)
-        points.append(sweep[:, :3])
-        rings.append(sweep[:, 4].astype(np.uint8))
-        if lidarseg_path:
-            source = dataroot / lidarseg_path
-            classes.append(occ_classes_of_lidarseg(read_lidarseg(source, len(sweep)), str(source)))
-        else:
-            classes.append(np.full(len(sweep), UNLABELLED, np.uint8))
-        offsets.append(offsets[-1] + len(sweep))
-
     return SceneArrays(
-        points_lidar=np.concatenate(points),
-        ring=np.concatenate(rings),
-        sweep_offsets=np.asarray(offsets, np.int64),
-        lidarseg=np.concatenate(classes),
+        sweeps=SweepFiles(dataroot, sweep_paths, lidarseg_paths),
         sweep_timestamp_us=frames["sweep_timestamp_us"].values,
         ego_from_lidar=frames["ego_from_lidar"].values,
         world_from_sweep_ego=frames["world_from_sweep_ego"].values,

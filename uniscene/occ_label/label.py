@@ -38,11 +38,14 @@ from uniscene.occ_label.ground import fill_ground
 from uniscene.occ_label.map_areas import MapAreas
 from uniscene.occ_label.masks import auto_ray_stride, mask_camera, mask_lidar
 from uniscene.occ_label.semantics import UNLABELLED, nearest_labels
+from uniscene.occ_label.sweeps import SweepArrays, SweepFiles
 from uniscene.occ_label.transients import seen_through
-from uniscene.occ_label.voxelize import voxelize
+from uniscene.occ_label.voxelize import voxel_index, voxelize_frames
 from uniscene.settings import Settings
 
 STATIC_GROUP = 0  # densify group of the static scene
+VOXELIZE_POINTS = 2**24  # on a GPU, points of consecutive frames voxelised together (one sort): 0.15 GB of keys and labels
+VOXELIZE_POINTS_CPU = 1  # on a CPU a frame at a time: fewer, longer sorts gain nothing there
 BACKEND_KEYS = ("splat_radius_m", "splat_max_variation", "normal_radius_m", "max_samples", "poisson_depth", "poisson_density_quantile", "nksr_detail")
 
 
@@ -102,8 +105,8 @@ class LabelOptions(Settings):
 class SceneArrays:
     """Everything the labeller needs of one scene (frames.zarr plus the sweep files), as arrays.
 
-    points_lidar: [N, 3] float32, every sweep's points in its sensor frame, concatenated; ring: [N] uint8 their rings.
-    sweep_offsets: [S + 1] int64. lidarseg: [N] uint8 occupancy class 0..16, or UNLABELLED.
+    sweeps: the S sweeps' points, rings and classes (sweeps.py: in memory, or read from their files as
+    the aggregation asks for them).
     sweep_timestamp_us: [S] int64. ego_from_lidar, world_from_sweep_ego: [S, 4, 4].
     sweep_boxes: Boxes at the sweeps [S, B]. frame_timestamp_us: [T] int64.
     world_from_ego: [T, 4, 4]. frame_boxes: Boxes at the frames [T, B]. box_occ_class: [B] uint8.
@@ -111,10 +114,7 @@ class SceneArrays:
     map_areas: the map's areas (map_areas.py), which ground classes spread within; None: spread across them.
     """
 
-    points_lidar: np.ndarray
-    ring: np.ndarray
-    sweep_offsets: np.ndarray
-    lidarseg: np.ndarray
+    sweeps: SweepArrays | SweepFiles
     sweep_timestamp_us: np.ndarray
     ego_from_lidar: np.ndarray
     world_from_sweep_ego: np.ndarray
@@ -179,8 +179,8 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     scene_from_world = invert_transform(scene.world_from_scene)
     scene_boxes = scene.sweep_boxes.in_frame(scene_from_world)
     agg = aggregate_sweeps(
-        scene.points_lidar, scene.sweep_offsets, scene.ego_from_lidar, scene_from_world @ scene.world_from_sweep_ego,
-        scene_boxes, scene.lidarseg, options.ego_box_m, options.box_margin_m, options.ground_margin_m, device,
+        scene.sweeps, scene.ego_from_lidar, scene_from_world @ scene.world_from_sweep_ego,
+        scene_boxes, options.ego_box_m, options.box_margin_m, options.ground_margin_m, device,
     )
     classes = agg.classes
     is_static = agg.slot == STATIC
@@ -203,8 +203,8 @@ def build_surface(scene: SceneArrays, grid: OccGrid, options: LabelOptions, devi
     cell_classes = torch.where(cell_classes == UNLABELLED, 0, cell_classes)  # nothing labelled nearby: others
     settled = ~torch.isin(cell_classes, torch.tensor(MOVABLE_CLASSES, device=device))  # a moving thing outside its boxes: dropped
     scene_from_sensor = scene_from_world @ scene.world_from_sweep_ego @ scene.ego_from_lidar
-    images = range_images(torch.as_tensor(scene.points_lidar, device=device)[agg.source],
-                          torch.as_tensor(scene.ring.astype(np.int64), device=device)[agg.source], agg.sweep, agg.slot, len(scene_from_sensor))
+    images = range_images(agg.points_sensor, agg.ring.long(), agg.sweep, agg.slot, len(scene_from_sensor))
+    agg.points_sensor = agg.ring = None  # in the range images now
     if options.transient_sweeps > 0:  # transients.py
         settled &= seen_through(static.points, images, scene_from_sensor, options.transient_margin_m, _reach_m(grid)) < options.transient_sweeps
     static = Cloud(static.points[settled], static.view[settled], static.group[settled], cell_m)
@@ -254,16 +254,19 @@ def label_frames(
     ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
     reach_m = _reach_m(grid)
     stride_px = options.camera_stride_px(scene.cam_intrinsics, grid)
+    voxelize_points = VOXELIZE_POINTS_CPU if device.type == "cpu" else VOXELIZE_POINTS
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
         # 1-2. Static surface near each frame and object surfaces at its boxes, into its ego frame, a frame at a time
-        # (2.8-3.6 M static points near each frame of a demo scene at the default cells).
+        # (2.8-3.6 M static points near each frame of a demo scene at the default cells), then voxelised a few frames
+        # at a time (one sort for them all, rather than a few for each).
         if surface.object_points.shape[0]:
             ego_from_box = ego_from_scene[batch][:, None] @ scene_from_world @ world_from_box[batch]  # [F, B, 4, 4]
             ego_from_box = torch.as_tensor(ego_from_box, dtype=torch.float32, device=device)
             valid = torch.as_tensor(scene.frame_boxes.valid[batch], device=device)  # [F, B]
         semantics = torch.empty((len(batch), *grid.shape), dtype=torch.uint8, device=device)
+        keys, labels, first = [], [], 0  # frames first .. f voxelised together, up to voxelize_points points
         for f, matrix in enumerate(ego_from_scene_b):
             centre = -matrix[:3, :3].T @ matrix[:3, 3]  # the ego position in the scene frame
             near = (surface.static_points[:, :2] - centre[:2]).norm(dim=1) <= reach_m
@@ -274,8 +277,12 @@ def label_frames(
                 box_matrix = ego_from_box[f, surface.object_slot[present]]
                 points.append(torch.einsum("nij,nj->ni", box_matrix[:, :3, :3], surface.object_points[present]) + box_matrix[:, :3, 3])
                 classes.append(surface.object_classes[present])
-            points, classes = torch.cat(points), torch.cat(classes)
-            semantics[f] = voxelize(grid, points, classes)
+            voxel, inside = voxel_index(grid, torch.cat(points))
+            keys.append(voxel + (f - first) * volume)
+            labels.append(torch.cat(classes)[inside].to(torch.uint8))
+            if sum(k.numel() for k in keys) >= voxelize_points or f == len(batch) - 1:
+                semantics[first:f + 1] = voxelize_frames(grid, torch.cat(keys), torch.cat(labels), f + 1 - first)
+                keys, labels, first = [], [], f + 1
         occupied = semantics != FREE
         # 3. Camera visibility.
         visible = mask_camera(grid, occupied, torch.as_tensor(scene.cam_intrinsics[batch], device=device),
@@ -294,20 +301,29 @@ def _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, offsets)
     """
     device = surface.ray_ends.device
     half_window_us = options.mask_lidar_window_s * 1e6 / 2
-    origins, ends, frames = [], [], []
-    for f, frame_index in enumerate(batch):
+    # 1. Each frame's rows of `surface.ray_ends`: its sweeps' rays, frame after frame.
+    starts, counts = [], []
+    for frame_index in batch:
         gap = np.abs(scene.sweep_timestamp_us - scene.frame_timestamp_us[frame_index])
         sweeps = np.flatnonzero(gap <= max(half_window_us, gap.min()))  # at least the nearest sweep
-        rows = torch.as_tensor(np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in sweeps]), device=device)
-        matrix = ego_from_scene_b[f]
-        end = surface.ray_ends[rows] @ matrix[:3, :3].T + matrix[:3, 3]
-        sweep = surface.ray_sweep[rows]
-        _, cell = torch.unique(sparse.pack(torch.floor(end / grid.voxel_size_m).long()), return_inverse=True)
-        _, first = _first_of_each(sweep * (int(cell.max()) + 1) + cell)
-        origins.append(surface.sweep_origin[sweep[first]] @ matrix[:3, :3].T + matrix[:3, 3])
-        ends.append(end[first])
-        frames.append(torch.full((first.numel(),), f, dtype=torch.long, device=device))
-    return torch.cat(origins), torch.cat(ends), torch.cat(frames)
+        starts.append(offsets[sweeps])
+        counts.append(offsets[sweeps + 1] - offsets[sweeps])
+    frame_rows = np.concatenate([[0], np.cumsum([c.sum() for c in counts])])  # [F + 1]
+    owner, k = sparse.ragged_arange(torch.as_tensor(np.concatenate(counts), device=device))
+    rows = torch.as_tensor(np.concatenate(starts), device=device)[owner] + k
+    # 2. Ends in the ego frame of their frame (a frame's rows through its own transform, as one product).
+    matrices = list(ego_from_scene_b)
+    end = torch.cat([surface.ray_ends[rows[a:b]] @ m[:3, :3].T + m[:3, 3] for a, b, m in zip(frame_rows[:-1], frame_rows[1:], matrices)])
+    sweep = surface.ray_sweep[rows]
+    frame = torch.repeat_interleave(torch.arange(len(batch), device=device), torch.as_tensor(np.diff(frame_rows), device=device),
+                                    output_size=int(frame_rows[-1]))
+    # 3. One ray per (frame, sweep, end voxel): its first, the batch's frames in one sort.
+    _, cell = torch.unique(sparse.pack(torch.floor(end / grid.voxel_size_m).long()), return_inverse=True)
+    _, first = _first_of_each((frame * len(offsets) + sweep) * (int(cell.max()) + 1) + cell)  # frame-major
+    per_frame = np.concatenate([[0], np.cumsum(torch.bincount(frame[first], minlength=len(batch)).cpu().numpy())])
+    origin = surface.sweep_origin[sweep[first]]
+    origins = torch.cat([origin[a:b] @ m[:3, :3].T + m[:3, 3] for a, b, m in zip(per_frame[:-1], per_frame[1:], matrices)])
+    return origins, end[first], frame[first]
 
 
 def _first_of_each(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

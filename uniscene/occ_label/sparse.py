@@ -56,24 +56,30 @@ def lookup(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return torch.where(sorted_keys[position] == query, position, torch.full_like(position, -1))
 
 
-def majority(keys: torch.Tensor, labels: torch.Tensor, num_classes: int, priority: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def majority(keys: torch.Tensor, labels: torch.Tensor, num_classes: int, priority: torch.Tensor | None = None,
+             num_keys: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Most frequent label per key (ties go to the larger label); with `priority` ([C] bool), a
     key holding any label of priority takes the most frequent of those.
 
     keys [N] int64, labels [N] int64 in [0, C) -> (unique keys [K] sorted, label [K] int64).
+    num_keys: where keys are known to lie in [0, num_keys), (key, label) pairs are counted in one
+    sort instead of two (keys and pairs).
     """
-    unique, inverse = torch.unique(keys, return_inverse=True)
-    pairs, counts = torch.unique(inverse * num_classes + labels.long(), return_counts=True)
-    if priority is not None:
-        counts = counts + priority.to(counts.device)[pairs % num_classes].long() * (int(counts.max()) + 1)
-    # Sort the (key, label) pairs by count, then stably by key: each key's last pair has the top count.
-    order = torch.argsort(counts, stable=True)
-    order = order[torch.argsort(pairs[order] // num_classes, stable=True)]
-    pairs = pairs[order]
-    owner = pairs // num_classes
-    last = torch.ones_like(owner, dtype=torch.bool)
-    last[:-1] = owner[1:] != owner[:-1]
-    return unique, pairs[last] % num_classes
+    labels = labels.long()
+    if num_keys is not None and num_keys * num_classes < 2**62:
+        pairs, counts = torch.unique(keys * num_classes + labels, return_counts=True)  # sorted by key, then label
+        unique, owner = torch.unique_consecutive(pairs // num_classes, return_inverse=True)
+    else:
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        pairs, counts = torch.unique(inverse * num_classes + labels, return_counts=True)
+        owner = pairs // num_classes
+    label = pairs % num_classes
+    if priority is not None:  # a label of priority outweighs any count
+        counts = counts + priority.to(counts.device)[label].long() * (keys.numel() + 1)
+    # per key the pair of the top count, of the larger label among equal counts
+    best = torch.full((unique.numel(),), -1, dtype=torch.long, device=keys.device)
+    best.scatter_reduce_(0, owner, counts * num_classes + label, reduce="amax")
+    return unique, best % num_classes
 
 
 def mean_by_key(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
