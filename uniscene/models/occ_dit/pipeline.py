@@ -181,7 +181,7 @@ class OccGenPipeline(DiffusionPipeline):
         autocast = device.type == "cuda" if autocast is None else autocast
         pooled = self.transformer.pool_layout(layout[None].to(device))  # [1, T, L, h, w]
         meta = None if meta is None else torch.as_tensor(np.asarray(meta), dtype=torch.float32, device=device)
-        prior = None if noise_prior is None else torch.as_tensor(np.asarray(noise_prior), dtype=torch.float32, device=device)
+        prior = None if noise_prior is None else torch.as_tensor(noise_prior, dtype=torch.float32, device=device)  # numpy or a tensor on any device
         shape = (1, clip_frames, config.in_channels, *config.sample_size)
 
         latents = torch.zeros((num_frames, *shape[2:]), device=device)
