@@ -89,7 +89,7 @@ def scale_cameras(scene, size_hw) -> None:
 
 
 PHASES = ("aggregate_sweeps", "nearest_labels", "range_images", "seen_through", "densify", "carve_objects", "fill_ground", "tangent_patches",
-          "voxelize_frames", "mask_camera", "_lidar_rays", "mask_lidar")
+          "_voxelize_batch", "voxelize_frames", "mask_camera", "_lidar_rays", "mask_lidar")
 
 
 def profile_phases(scene, grid, options, device, frames) -> dict:

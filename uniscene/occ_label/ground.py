@@ -29,7 +29,7 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     points: [N, 3] scene frame, classes: [N] int64; area_of: scene-frame points [M, 3] -> map area
     codes [M] (or None: no map). Nothing is filled when fill_m <= 0 or no point is ground.
     The points are binned on their device; only the bird's-eye rasters (H x W cells) come to the host,
-    where SciPy's distance transforms run, one thread per map area.
+    where SciPy's distance transforms run, one thread per map area, a few at a time (`_budgeted_map`).
     """
     device = points.device
     is_ground = torch.isin(classes, torch.tensor(GROUND_CLASSES, device=device))
@@ -57,26 +57,21 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
         centres = (torch.stack([rows.reshape(-1), columns.reshape(-1)], 1).double() + torch.as_tensor(lower, device=device) + 0.5) * cell_m
         area = area_of(torch.cat([centres, torch.zeros_like(centres[:, :1])], 1))
         del rows, columns, centres
-    # the nearest ground cell of every cell, and with map areas the nearest in the same areas where one lies within fill_m
-    jobs = [((has_ground,), None)]
-    if area is not None:
-        area = area.to(torch.uint8).view(shape).cpu().numpy() if int(area.max()) < 256 else area.view(shape).cpu().numpy()
-        for code in np.unique(area):
+    # the nearest ground cell of every cell
+    distance, source = _nearest_cell(has_ground)
+    if area is not None:  # in the same areas, where one lies within fill_m: one transform per area code, a few at a time
+        area = area.view(shape).cpu().numpy()
+
+        def nearest_in(code):
             in_area = area == code
-            rows, columns = np.nonzero(in_area)
-            window = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))  # sources and targets lie inside
-            jobs.append(((has_ground[window] & in_area[window],), (in_area, rows, columns, window)))
-    with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:  # SciPy releases the GIL
-        results = list(pool.map(lambda job: _nearest_cell(*job[0]), jobs))
-    distance, source = results[0]
-    for (_, part), (area_distance, area_source) in zip(jobs[1:], results[1:]):
-        in_area, rows, columns, window = part
-        cells_in = np.ravel_multi_index((rows - window[0].start, columns - window[1].start), in_area[window].shape)
-        near = area_distance[cells_in] * cell_m <= fill_m
-        target = np.ravel_multi_index((rows, columns), shape)[near]  # the same order as `cells_in`
-        source_rows, source_columns = np.unravel_index(area_source[cells_in[near]], in_area[window].shape)
-        distance[target] = area_distance[cells_in[near]]
-        source[target] = np.ravel_multi_index((source_rows + window[0].start, source_columns + window[1].start), shape)
+            found = _nearest_cell(has_ground, in_area)
+            near = found[0] * cell_m <= fill_m
+            return [part[near] for part in found] + [np.flatnonzero(in_area)[near]]
+
+        codes = np.unique(area)
+        for area_distance, area_source, target in _budgeted_map(nearest_in, codes, [_window_cells(area == code) for code in codes]):
+            distance[target] = area_distance
+            source[target] = area_source
     fill = ~has_ground.reshape(-1) & ~covered & (distance * cell_m <= fill_m)
     filled = np.flatnonzero(fill)
     centre = (np.stack(np.unravel_index(filled, shape), 1) + lower + 0.5) * cell_m
@@ -86,9 +81,75 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     return torch.as_tensor(new_points, dtype=points.dtype, device=device), torch.as_tensor(new_classes, dtype=classes.dtype, device=device)
 
 
-def _nearest_cell(has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (cells) [H*W] from every cell of a 2D grid to the nearest set cell of `has` [H, W], and that cell's flat index [H*W]."""
-    if not has.any():
-        return np.full(has.size, np.inf), np.zeros(has.size, np.int64)
-    distance, nearest = ndimage.distance_transform_edt(~has, return_indices=True)
-    return distance.reshape(-1), np.ravel_multi_index(nearest.reshape(2, -1), has.shape)
+WINDOW_CELLS_AT_ONCE = 6_000_000  # bird's-eye cells whose distance transforms run at once (in threads): ~0.1-0.2 GB of rasters
+
+
+def _budgeted_map(function, items, cells):
+    """function(item) of every item, in threads (SciPy's transforms release the GIL), as many at once as hold at most
+    WINDOW_CELLS_AT_ONCE `cells` together (at least one): the host holds a few rasters whatever the scene's extent.
+    Yields the results wave by wave, in no particular order."""
+    waves, wave, total = [], [], 0
+    for index in np.argsort(cells)[::-1]:
+        if wave and total + cells[index] > WINDOW_CELLS_AT_ONCE:
+            waves.append(wave)
+            wave, total = [], 0
+        wave.append(index)
+        total += cells[index]
+    waves.append(wave)
+    with ThreadPoolExecutor(max(1, min(max(len(w) for w in waves), os.cpu_count() or 1))) as pool:
+        for wave in waves:
+            yield from pool.map(lambda i: function(items[i]), wave)
+
+
+def _window_cells(mask: np.ndarray) -> int:
+    """Cells of the bounding box of a 2D mask's set cells."""
+    rows, columns = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int((rows[-1] - rows[0] + 1) * (columns[-1] - columns[0] + 1)) if rows.size else 0
+
+
+def _nearest_cell(has: np.ndarray, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For every cell of `within` [H, W] (default all; in flat order): the distance (cells, float64) to the nearest
+    cell of `has & within` [H, W] and that cell's flat index (int64); inf and 0 where there is none.
+
+    SciPy's feature transform over the bounding box of `within` (sources and targets lie inside); the distances
+    from its indices, as SciPy computes them (the root of a sum of squared integer offsets): the same numbers.
+    """
+    if within is None:
+        rows = columns = None
+        window, features = (slice(0, has.shape[0]), slice(0, has.shape[1])), has
+        count = has.size
+    else:
+        rows, columns = np.nonzero(within)
+        if rows.size == 0:
+            return np.zeros(0), np.zeros(0, np.int64)
+        window = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+        features = has[window] & within[window]
+        rows, columns, count = rows - window[0].start, columns - window[1].start, rows.size
+    if not features.any():
+        return np.full(count, np.inf), np.zeros(count, np.int64)
+    nearest = ndimage.distance_transform_edt(~features, return_distances=False, return_indices=True)  # [2, h, w] int32
+    if rows is None:  # every cell, a block of rows at a time (the host holds the outputs and a block of temporaries)
+        distance, source = np.empty(has.size), np.empty(has.size, np.int64)
+        height, width = has.shape
+        block = max(1, 2**20 // width)
+        for first in range(0, height, block):
+            last = min(first + block, height)
+            rows, columns = np.repeat(np.arange(first, last), width), np.tile(np.arange(width), last - first)
+            cells = slice(first * width, last * width)
+            distance[cells], source[cells] = _distance_and_index(nearest[0, first:last].reshape(-1), nearest[1, first:last].reshape(-1),
+                                                                 rows, columns, width)
+        return distance, source
+    source_rows, source_columns = nearest[0][rows, columns], nearest[1][rows, columns]
+    del nearest
+    distance, source = _distance_and_index(source_rows, source_columns, rows, columns, has.shape[1])
+    return distance, source + window[0].start * has.shape[1] + window[1].start
+
+
+def _distance_and_index(source_rows, source_columns, rows, columns, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distance [n] float64 from cells (rows, columns) [n] to their sources [n], as SciPy's distance transform
+    computes it (the root of the sum of the squared offsets, each exact in float64), and the sources' flat indices."""
+    offset = (source_rows.astype(np.int64) - rows).astype(np.float64)
+    distance = offset * offset
+    offset = (source_columns.astype(np.int64) - columns).astype(np.float64)
+    distance += offset * offset
+    return np.sqrt(distance, out=distance), source_rows.astype(np.int64) * width + source_columns

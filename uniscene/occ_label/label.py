@@ -249,7 +249,8 @@ def label_frames(
     volume = int(np.prod(grid.shape))
     per_batch = max(1, min(options.frames_per_batch, options.batch_memory_mb * 2**20 // (8 * volume)))
     scene_from_world = invert_transform(scene.world_from_scene)
-    ego_from_scene = invert_transform(scene_from_world @ scene.world_from_ego)  # [T, 4, 4]
+    scene_from_ego = scene_from_world @ scene.world_from_ego  # [T, 4, 4]
+    ego_from_scene = invert_transform(scene_from_ego)
     world_from_box = scene.frame_boxes.world_from_box()  # [T, B, 4, 4]
     ray_offsets = torch.searchsorted(surface.ray_sweep, torch.arange(len(scene.sweep_timestamp_us) + 1, device=device)).cpu().numpy()
     reach_m = _reach_m(grid)
@@ -258,31 +259,14 @@ def label_frames(
     for start in range(0, len(frames), per_batch):
         batch = frames[start:start + per_batch]
         ego_from_scene_b = torch.as_tensor(ego_from_scene[batch], dtype=torch.float32, device=device)  # [F, 4, 4]
-        # 1-2. Static surface near each frame and object surfaces at its boxes, into its ego frame, a frame at a time
-        # (2.8-3.6 M static points near each frame of a demo scene at the default cells), then voxelised a few frames
-        # at a time (one sort for them all, rather than a few for each).
+        # 1-2. Static surface near each frame and object surfaces at its boxes, in the frame's ego frame, voxelised.
+        ego_from_box = valid = None
         if surface.object_points.shape[0]:
             ego_from_box = ego_from_scene[batch][:, None] @ scene_from_world @ world_from_box[batch]  # [F, B, 4, 4]
             ego_from_box = torch.as_tensor(ego_from_box, dtype=torch.float32, device=device)
             valid = torch.as_tensor(scene.frame_boxes.valid[batch], device=device)  # [F, B]
-        semantics = torch.empty((len(batch), *grid.shape), dtype=torch.uint8, device=device)
-        keys, labels, first = [], [], 0  # frames first .. f voxelised together, up to voxelize_points points
-        for f, matrix in enumerate(ego_from_scene_b):
-            centre = -matrix[:3, :3].T @ matrix[:3, 3]  # the ego position in the scene frame
-            near = (surface.static_points[:, :2] - centre[:2]).norm(dim=1) <= reach_m
-            points = [surface.static_points[near] @ matrix[:3, :3].T + matrix[:3, 3]]
-            classes = [surface.static_classes[near]]
-            if surface.object_points.shape[0]:
-                present = valid[f, surface.object_slot]
-                box_matrix = ego_from_box[f, surface.object_slot[present]]
-                points.append(torch.einsum("nij,nj->ni", box_matrix[:, :3, :3], surface.object_points[present]) + box_matrix[:, :3, 3])
-                classes.append(surface.object_classes[present])
-            voxel, inside = voxel_index(grid, torch.cat(points))
-            keys.append(voxel + (f - first) * volume)
-            labels.append(torch.cat(classes)[inside].to(torch.uint8))
-            if sum(k.numel() for k in keys) >= voxelize_points or f == len(batch) - 1:
-                semantics[first:f + 1] = voxelize_frames(grid, torch.cat(keys), torch.cat(labels), f + 1 - first)
-                keys, labels, first = [], [], f + 1
+        centre = torch.as_tensor(scene_from_ego[batch, :2, 3], dtype=torch.float32, device=device)  # [F, 2]
+        semantics = _voxelize_batch(surface, grid, ego_from_scene_b, centre, ego_from_box, valid, reach_m, voxelize_points)
         occupied = semantics != FREE
         # 3. Camera visibility.
         visible = mask_camera(grid, occupied, torch.as_tensor(scene.cam_intrinsics[batch], device=device),
@@ -291,6 +275,37 @@ def label_frames(
         origins, ends, ray_frame = _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, ray_offsets)
         observed = mask_lidar(grid, occupied, origins, ends, ray_frame)
         yield FrameLabels(batch, semantics.cpu().numpy(), observed.cpu().numpy(), visible.cpu().numpy())
+
+
+def _voxelize_batch(surface: LabelledSurface, grid: OccGrid, ego_from_scene: torch.Tensor, centre: torch.Tensor,
+                    ego_from_box: torch.Tensor | None, valid: torch.Tensor | None, reach_m: float, points_at_once: int) -> torch.Tensor:
+    """Semantics [F, X, Y, Z] uint8 of F frames: each frame's static surface within `reach_m` of its ego position
+    `centre` [F, 2] (scene frame; 2.8-3.6 M points near each frame of a demo scene at the default cells) and the object
+    surfaces at its valid boxes [F, B], into its ego frame (`ego_from_scene` [F, 4, 4], `ego_from_box` [F, B, 4, 4]),
+    a frame at a time; then voxelised a few frames at a time, up to `points_at_once` points in one sort.
+
+    `centre` only picks the points that may fall into the grid (the reach holds the grid with a voxel to spare), so
+    its rounding does not matter.
+    """
+    volume = int(np.prod(grid.shape))
+    semantics = torch.empty((ego_from_scene.shape[0], *grid.shape), dtype=torch.uint8, device=centre.device)
+    keys, labels, first = [], [], 0  # frames first .. f voxelised together
+    for f, matrix in enumerate(ego_from_scene):
+        near = (surface.static_points[:, :2] - centre[f]).norm(dim=1) <= reach_m
+        points = [surface.static_points[near] @ matrix[:3, :3].T + matrix[:3, 3]]
+        classes = [surface.static_classes[near]]
+        if surface.object_points.shape[0]:
+            present = valid[f, surface.object_slot]
+            box_matrix = ego_from_box[f, surface.object_slot[present]]
+            points.append(torch.einsum("nij,nj->ni", box_matrix[:, :3, :3], surface.object_points[present]) + box_matrix[:, :3, 3])
+            classes.append(surface.object_classes[present])
+        voxel, inside = voxel_index(grid, torch.cat(points))
+        keys.append(voxel + (f - first) * volume)
+        labels.append(torch.cat(classes)[inside].to(torch.uint8))
+        if sum(k.numel() for k in keys) >= points_at_once or f == len(semantics) - 1:
+            semantics[first:f + 1] = voxelize_frames(grid, torch.cat(keys), torch.cat(labels), f + 1 - first)
+            keys, labels, first = [], [], f + 1
+    return semantics
 
 
 def _lidar_rays(surface, scene, grid, options, batch, ego_from_scene_b, offsets):

@@ -10,6 +10,8 @@ for its output and its points, never for a [X, Y, Z, classes] histogram.
 Letters: N points, F frames, X Y Z grid.
 """
 
+import functools
+
 import numpy as np
 import torch
 
@@ -24,12 +26,17 @@ THINGS[list(THING_CLASSES)] = True
 def voxel_index(grid: OccGrid, points_ego: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat voxel index [n] int64 (x, y, z row-major) of the points [N, 3] (metres, ego frame) that fall
     inside the grid, and which those are: [N] bool."""
-    lower = torch.as_tensor(grid.lower_m, dtype=points_ego.dtype, device=points_ego.device)
-    shape = torch.tensor(grid.shape, device=points_ego.device)
+    lower, shape = _bounds(tuple(grid.lower_m), tuple(grid.shape), points_ego.dtype, points_ego.device)
     ijk = torch.floor((points_ego - lower) / grid.voxel_size_m).long()
     inside = ((ijk >= 0) & (ijk < shape)).all(1)
     ijk = ijk[inside]
     return ijk[:, 0] * (grid.shape[1] * grid.shape[2]) + ijk[:, 1] * grid.shape[2] + ijk[:, 2], inside
+
+
+@functools.lru_cache(maxsize=16)
+def _bounds(lower_m: tuple, shape: tuple, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid's lower corner [3] and shape [3] as tensors on the points' device, made once (not a copy a frame)."""
+    return torch.as_tensor(lower_m, dtype=dtype, device=device), torch.tensor(shape, device=device)
 
 
 def voxelize_frames(
