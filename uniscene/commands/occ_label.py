@@ -34,9 +34,9 @@ def main(args, config):
     device = resolve_device(config)
     times = StepTimes(device)
     start = time.perf_counter()
-    with times.step("read sweeps"):
+    with times.step("read frames and map"):  # the sweeps' sizes too; their points are read by the surface's aggregation
         scene = load_scene(args.frames, options, grid)
-    with times.step("surface"):
+    with times.step("surface"):  # reading the sweeps included, a chunk at a time beside the aggregation
         surface = build_surface(scene, grid, options, device)
     num_frames = len(scene.frame_timestamp_us)
     template = xr.Dataset({name: (VOXEL_DIMS, np.empty((0, *grid.shape), dtype)) for name, dtype in VOXEL_DTYPES.items()}

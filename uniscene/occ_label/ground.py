@@ -60,7 +60,7 @@ def fill_ground(points: torch.Tensor, classes: torch.Tensor, cell_m: float, fill
     # the nearest ground cell of every cell
     distance, source = _nearest_cell(has_ground)
     if area is not None:  # in the same areas, where one lies within fill_m: one transform per area code, a few at a time
-        area = area.view(shape).cpu().numpy()
+        area = (area.to(torch.uint8) if 0 <= int(area.min()) and int(area.max()) < 256 else area).view(shape).cpu().numpy()  # a byte a cell
 
         def nearest_in(code):
             in_area = area == code
