@@ -18,7 +18,7 @@ def metric_stores(wildcards):
 def metric_store_arguments(wildcards, input):
     """`--frames a b --layout a b`: the stores of `metric_stores` as `uniscene metrics` takes them, and the models of `metric_models`."""
     stores = [f"--{kind.replace('_', '-')} {' '.join(map(shlex.quote, getattr(input, kind)))}" for kind in METRIC_INPUTS[wildcards.stage]]
-    models = [f"--{name} {shlex.quote(getattr(input, name))}" for name in MODEL_ARGUMENTS.get(wildcards.stage, {})]
+    models = [f"--{name.replace('_', '-')} {shlex.quote(getattr(input, name))}" for name in MODEL_ARGUMENTS.get(wildcards.stage, {})]
     return " ".join(stores + models)
 
 
