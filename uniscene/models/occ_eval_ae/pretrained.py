@@ -7,37 +7,17 @@ from pathlib import Path
 
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 
-from uniscene.errors import UserError
+from uniscene.models.checked_load import load_checked
 from uniscene.models.occ_eval_ae.network import OccEvalAE
 from uniscene.store import config_hash
 
 WEIGHTS_FILE = SAFETENSORS_WEIGHTS_NAME  # what save_pretrained writes
-TRAIN_COMMAND = "`uniscene train-occ-eval-ae` (`snakemake results/models/occ_eval_ae`)"
+TRAIN_COMMAND = "`uniscene train-occ-eval-ae`"
 
 
 def load_eval_ae(path, grid_shape: tuple | None = None, device: str = "cpu") -> OccEvalAE:
     """The OccEvalAE saved at `path`, in eval mode on `device`; checked to be an OccEvalAE for `grid_shape` (X, Y, Z)."""
-    path = Path(path)
-    config_file = path / OccEvalAE.config_name
-    if not config_file.is_file():
-        raise UserError(f"model folder {path} has no {OccEvalAE.config_name}: point at a folder written by {TRAIN_COMMAND}")
-    try:
-        saved = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"model folder {path}: {config_file.name} is not valid JSON ({error}): retrain it with {TRAIN_COMMAND}") from None
-    kind = saved.get("_class_name") if isinstance(saved, dict) else None
-    if kind != OccEvalAE.__name__:
-        raise UserError(f"model folder {path} holds a {kind or 'model of unknown kind'}, not an OccEvalAE: point at the evaluation "
-                        f"autoencoder's folder (results/models/occ_eval_ae), written by {TRAIN_COMMAND}")
-    if grid_shape is not None and tuple(saved.get("grid_shape", ())) != tuple(grid_shape):
-        raise UserError(f"the OccEvalAE at {path} was trained for the grid {tuple(saved.get('grid_shape', ()))}, the occupancy here "
-                        f"is {tuple(grid_shape)}: use one trained on this grid (grid.range_m, grid.voxel_size_m), or retrain")
-    try:
-        model = OccEvalAE.from_pretrained(path, low_cpu_mem_usage=False)
-    except (OSError, ValueError, RuntimeError, TypeError, EnvironmentError) as error:
-        raise UserError(f"model folder {path} cannot be loaded as an OccEvalAE ({type(error).__name__}: {str(error)[:300]}): "
-                        f"retrain it with {TRAIN_COMMAND}") from None
-    return model.to(device).eval()
+    return load_checked(OccEvalAE, path, grid_shape, device, TRAIN_COMMAND, "results/models/occ_eval_ae")
 
 
 def describe(path, model: OccEvalAE) -> dict:
