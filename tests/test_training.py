@@ -209,26 +209,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ddp_train(rank: int, out_dir: str) -> None:
+    config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 12, "log_every": 4, "checkpoint_every": 6})
+    trainer = Trainer(mlp(), Regression(40), mse_loss, config, f"{out_dir}/work", run_hash="ddp")
+    assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
+    history = trainer.fit()
+    if rank == 0:
+        torch.save({"weights": weights(trainer.final_model()), "history": history}, f"{out_dir}/result.pt")
+
+
 def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """One of `world_size` gloo processes: train, and rank 0 saves the final weights."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        config = TrainingConfig(**{**CONFIG.as_dict(), "steps": 12, "log_every": 4, "checkpoint_every": 6})
-        trainer = Trainer(mlp(), Regression(40), mse_loss, config, f"{out_dir}/work", run_hash="ddp")
-        assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
-        history = trainer.fit()
-        if rank == 0:
-            torch.save({"weights": weights(trainer.final_model()), "history": history}, f"{out_dir}/result.pt")
+        # the trainer (and its DDP wrapper) is freed inside _ddp_train, before the group is destroyed, as
+        # the CLI does: freeing DDP after destroy_process_group hung gloo's teardown in 3 runs of 8
+        _ddp_train(rank, out_dir)
     finally:
         dist.destroy_process_group()
 
 
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    # fork rather than spawn: a spawned child re-imports torch and diffusers (~4 s of CPU each). The
-    # children compute on one thread each; the deadline turns a hang after fork into a failure
-    context = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="fork")
+    # spawn, not fork: a forked child would inherit the locks of whatever threads earlier tests left in
+    # this process. Spawned children re-import torch (a few seconds each) and compute on one thread
+    # each; the deadline turns any hang into a failure
+    context = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
