@@ -53,8 +53,8 @@ rule lidar_raycast:
     benchmark:
         "logs/lidar_raycast/{scene}.benchmark.tsv"
     params:
-        config=STAGE_CONFIG["lidar"],
-        config_file=STAGE_CONFIG_FILE["lidar"],
+        config=STAGE_CONFIG["lidar_raycast"],
+        config_file=STAGE_CONFIG_FILE["lidar_raycast"],
     threads: 2
     shell:
         "uniscene lidar --method raycast --config {params.config_file:q} --model {input.model:q} --frames {input.frames:q} "

@@ -42,7 +42,7 @@ TINY = {
     "occ_label": {"cell_size_m": 0.4, "object_cell_m": 0.4, "object_fine_cell_m": 0.4},  # coarse: carving was most of the run
     "lidar": {"epochs": 1, "frame_stride": 2},
 }
-TARGETS = [f"results/scenes/{SCENE}/render.zarr", f"results/scenes/{SCENE}/lidar.zarr"]
+TARGETS = [f"results/scenes/{SCENE}/{store}.zarr" for store in ("render", "lidar", "lidar_raycast")]
 
 
 def test_every_table_key_is_a_schema_key_and_every_command_has_a_row():
@@ -156,9 +156,9 @@ def test_editing_a_render_key_plans_the_renders_alone(run):
 
 def test_editing_a_lidar_model_key_plans_the_lidar_jobs_alone(run):
     jobs = planned(run, {**TINY, "lidar": {"epochs": 2}})
-    assert jobs == {"lidar_train": 1, "lidar_generate": 1}
-    jobs = planned(run, {**TINY, "lidar": {"epochs": 1, "ray_drop": "sample"}})  # sampling: no retraining
-    assert jobs == {"lidar_generate": 1}
+    assert jobs == {"lidar_train": 1, "lidar_generate": 1, "lidar_raycast": 1}
+    jobs = planned(run, {**TINY, "lidar": {"epochs": 1, "ray_drop": "sample"}})  # sampling: no retraining, and the
+    assert jobs == {"lidar_generate": 1}  # ray-cast baseline, which draws nothing, is not recast
 
 
 @pytest.mark.parametrize("stage", ["frames", "layout"])  # render: the same path, but a whole render more

@@ -50,6 +50,7 @@ STAGE_KEYS = {
     "render": ("device", "grid", "render"),
     "train_lidar": ("device", "seed", "grid", *BEAMS, *section_keys("lidar", but=("ray_drop",))),
     "lidar": ("device", "seed", "grid", *BEAMS, "lidar.ray_drop", "lidar.cast_batch"),
+    "lidar_raycast": ("device", "grid", *BEAMS, "lidar.cast_batch"),  # the baseline draws nothing: no ray_drop, no seed
     # the dataset's tables order Occ3D's samples (occ_vae.source occ3d / both)
     "train_occ_vae": ("device", "seed", "grid", "dataset.dataroot", "dataset.version", *section_keys("occ_vae", but=("eval_batch",))),
     "eval_occ_vae": ("device", "grid", "dataset.dataroot", "dataset.version", "occ_vae.clip_frames", "occ_vae.eval_batch"),

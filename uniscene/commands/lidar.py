@@ -59,17 +59,25 @@ def export_sweeps(folder, scene: str, points, frame_offsets, timestamp_us) -> No
             write_sweep(tmp / f"{scene}__LIDAR_TOP__{int(stamp)}.pcd.bin", points[frame_offsets[t]:frame_offsets[t + 1]])
 
 
+def config_stage(args) -> str:
+    """The ray-cast baseline draws nothing: its subset leaves out lidar.ray_drop and the seed, so that
+    editing them regenerates the learned sweeps alone."""
+    return "lidar_raycast" if args.method == "raycast" else STAGE
+
+
 def main(args, config):
-    settings = LidarSampling.from_config(config)
-    grid, pattern, device, seed = OccGrid.from_config(config), beam_pattern(config), resolve_device(config), int(config["seed"])
+    learned = args.method == "learned"
+    ray_drop = LidarSampling.from_config(config).ray_drop if learned else None
+    seed = int(config["seed"]) if learned else None
+    grid, pattern, device = OccGrid.from_config(config), beam_pattern(config), resolve_device(config)
     pipeline = LidarPipeline.from_pretrained(args.model, grid, pattern, device)
     inputs = load_scene_inputs(args.frames, args.occupancy, grid)
     scene = open_store(args.frames, "frames").attrs["scene"]
     source = SOURCE_OF_STAGE[open_store(args.occupancy).attrs["uniscene"]["stage"]]
 
     start = time.perf_counter()
-    output = pipeline(inputs.semantics, inputs.ego_from_sensor, method=args.method, ray_drop=settings.ray_drop,
-                      batch_frames=settings.cast_batch, seed=seed, device=device, progress=f"lidar {scene}")
+    output = pipeline(inputs.semantics, inputs.ego_from_sensor, method=args.method, ray_drop=ray_drop,
+                      batch_frames=int(config["lidar"]["cast_batch"]), seed=seed or 0, device=device, progress=f"lidar {scene}")
     seconds = time.perf_counter() - start
     points, offsets = sweeps_from_range_images(output.range_images(), pattern)
     frames = len(inputs.timestamp_us)
