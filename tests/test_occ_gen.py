@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from PIL import Image
 
 from uniscene import cli
 from uniscene.classes import FREE, LAYOUT_CHANNEL_NAMES, OCC_CLASS_ID
@@ -159,6 +160,25 @@ def test_default_generation_reads_no_label_store(world, tmp_path):
     leak = open_store(tmp_path / "leak.zarr", "occ_gen")
     assert leak.attrs["leak_meta"] and leak.attrs["leak_noise_prior"] and leak.sizes["frame"] == 5
     assert str(labels) in store_provenance(leak)["inputs"]
+
+
+def test_the_streamed_store_holds_the_pipelines_whole_scene(world, tmp_path):
+    """The command hands each clip to the store's writer as it comes: the same labels and clips, bit for bit,
+    as the pipeline's whole-scene call with the same seed, and a preview of frames from several clips."""
+    from uniscene.commands.occ_gen import load_pipeline
+    from uniscene.models.occ_dit.pipeline import sampler_scheduler
+
+    config, _, model, held_out = world
+    assert generate(config, model, held_out / "layout.zarr", tmp_path / "occ_gen.zarr", "--preview", str(tmp_path / "gen.png")) == 0
+    pipeline = load_pipeline(model, GRID, "cpu")
+    pipeline.scheduler = sampler_scheduler(pipeline.scheduler.config, "dpmsolver++")
+    layout = open_store(held_out / "layout.zarr", "layout")["layout"].values
+    whole = pipeline(layout, num_inference_steps=10, guidance_scale=2.0, generator=torch.Generator().manual_seed(0), progress=False)
+    store = open_store(tmp_path / "occ_gen.zarr", "occ_gen")
+    np.testing.assert_array_equal(store["semantics"].values, whole.semantics)
+    np.testing.assert_array_equal(store["clip"].values, whole.clip_of_frame)
+    np.testing.assert_array_equal(store["timestamp_us"].values, open_store(held_out / "layout.zarr")["timestamp_us"].values)
+    assert np.asarray(Image.open(tmp_path / "gen.png")).ndim == 3
 
 
 def test_edit_drop_and_add_a_car(world, tmp_path):

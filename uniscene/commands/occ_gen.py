@@ -11,11 +11,12 @@ import time
 
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
 from uniscene.config import resolve_device
 from uniscene.errors import UserError
 from uniscene.grid import OccGrid
-from uniscene.store import open_store, write_store
+from uniscene.store import StoreWriter, open_store
 
 STAGE = "occ_gen"
 HELP = "generate the semantic occupancy of one scene from its layout"
@@ -58,6 +59,7 @@ def main(args, config):
     from uniscene.layout.edit import frame_range
     from uniscene.models.occ_dit.pipeline import SAMPLERS, occupancy_meta, sampler_scheduler
     from uniscene.models.occ_dit.settings import OccGenSettings
+    from uniscene.viz.bev import preview_frames, save_occupancy_preview
 
     settings = OccGenSettings.from_config(config)
     sampler = args.sampler or settings.sampler
@@ -93,45 +95,52 @@ def main(args, config):
         if leak_noise_prior:
             noise_prior = pipeline.encode(torch.from_numpy(semantics))
 
-    # 2. generate
+    # 2. generate clip by clip, each clip's frames handed to the store's writer threads while the next is sampled
     scene = layout_store.attrs.get("scene", "scene")
-    start = time.perf_counter()
-    output = pipeline(layout["layout"].values, num_inference_steps=steps, guidance_scale=guidance,
-                      generator=torch.Generator().manual_seed(seed), meta=meta, noise_prior=noise_prior,
-                      noise_prior_weight=settings.noise_prior_weight, progress=False)
-    seconds = time.perf_counter() - start
-    num_frames = len(output.semantics)
-    clips = int(output.clip_of_frame.max()) + 1
-    print(f"occ_gen {scene}: {num_frames} frames in {clips} clips with {sampler} x {steps} steps, guidance {guidance}, on {device} "
-          f"in {seconds:.1f} s ({seconds / clips:.2f} s per clip)")
-
-    # 3. the store: occ_label's arrays, masks all true
+    num_frames = len(layout["timestamp_us"])
     dims = ("frame", "x", "y", "z")
-    observed = np.ones(output.semantics.shape, bool)
-    dataset = xr.Dataset(
+    nothing = np.zeros((0, *grid.shape), np.uint8)
+    template = xr.Dataset(
         {
-            "semantics": (dims, output.semantics),
-            "mask_lidar": (dims, observed),
-            "mask_camera": (dims, observed),
-            "clip": (("frame",), output.clip_of_frame),
-            "timestamp_us": (("frame",), layout["timestamp_us"].values),
+            "semantics": (dims, nothing),
+            "mask_lidar": (dims, nothing.astype(bool)),
+            "mask_camera": (dims, nothing.astype(bool)),
+            "clip": (("frame",), np.zeros(0, np.int64)),
+            "timestamp_us": (("frame",), layout["timestamp_us"].values[:0]),
         },
         attrs={
             "scene": scene, **grid.to_attrs(), "masks": MASK_MEANING,
             "frames": f"{frames.start}:{frames.stop}", "sampler": sampler, "inference_steps": steps, "guidance_scale": guidance,
             "clip_frames": pipeline.transformer.config.num_frames, "seed": seed, "leak_noise_prior": leak_noise_prior,
             "leak_meta": leak_meta, "layout_edits": list(layout_store.attrs.get("edits", [])), "device": device,
-            "generate_seconds": round(seconds, 3), "seconds_per_clip": round(seconds / clips, 4),
         },
     )
-    if args.preview:
-        from uniscene.viz.bev import preview_frames, save_occupancy_preview
-
-        indices = preview_frames(num_frames, 4)
-        save_occupancy_preview(args.preview, output.semantics[indices], observed[indices], grid, range(len(indices)),
-                               [f"{scene} generated frame {frames.start + i}" for i in indices])
     subset = {**config, "generation": {"sampler": sampler, "inference_steps": steps, "guidance_scale": guidance,  # after the overrides
                                        "leak_noise_prior": leak_noise_prior, "leak_meta": leak_meta,
                                        "frames": f"{frames.start}:{frames.stop}"}}
     inputs = [args.model, args.layout] + ([args.labels] if leak_noise_prior or leak_meta else [])
-    write_store(args.out, dataset, stage="occ_gen", config_subset=subset, inputs=inputs, seed=seed, frame_chunk=8)
+    previewed = preview_frames(num_frames, 4) if args.preview else []
+    preview = {}
+    timestamp_us = layout["timestamp_us"].values
+    with StoreWriter(args.out, template, stage=STAGE, config_subset=subset, inputs=inputs, seed=seed, frame_chunk=8,
+                     num_frames=num_frames) as writer:
+        start = time.perf_counter()
+        clips = pipeline.clips(layout["layout"].values, num_inference_steps=steps, guidance_scale=guidance,
+                               generator=torch.Generator().manual_seed(seed), meta=meta, noise_prior=noise_prior,
+                               noise_prior_weight=settings.noise_prior_weight, progress=False)
+        for clip in tqdm(clips, desc=f"occ_gen {scene}", unit="clip"):
+            observed = np.ones(clip.semantics.shape, bool)  # no sensor: every voxel counts as observed
+            writer.append({"semantics": clip.semantics, "mask_lidar": observed, "mask_camera": observed,
+                           "clip": np.full(len(clip.semantics), clip.index, np.int64), "timestamp_us": timestamp_us[clip.frames]})
+            preview.update({t: clip.semantics[t - clip.frames.start] for t in previewed if clip.frames.start <= t < clip.frames.stop})
+        seconds = time.perf_counter() - start
+        count = clip.index + 1  # clips generated
+        writer.attrs.update(generate_seconds=round(seconds, 3), seconds_per_clip=round(seconds / count, 4))
+    print(f"occ_gen {scene}: {num_frames} frames in {count} clips with {sampler} x {steps} steps, guidance {guidance}, on {device} "
+          f"in {seconds:.1f} s ({seconds / count:.2f} s per clip, the store's writes overlapped)")
+
+    # 3. preview
+    if args.preview:
+        shown = np.stack([preview[t] for t in previewed])
+        save_occupancy_preview(args.preview, shown, np.ones(shown.shape, bool), grid, range(len(previewed)),
+                               [f"{scene} generated frame {frames.start + t}" for t in previewed])

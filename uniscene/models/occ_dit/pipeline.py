@@ -88,6 +88,20 @@ class OccGenPipelineOutput(BaseOutput):
     clip_of_frame: np.ndarray
 
 
+@dataclass
+class GeneratedClip:
+    """The frames one clip of a scene adds (its context frames, generated before, left out).
+
+    index: the clip's number in the scene; frames: their slice of the scene's frames;
+    semantics: (frames, grid_x, grid_y, grid_z) uint8; latents: (frames, latent_channels, height, width) float32.
+    """
+
+    index: int
+    frames: slice
+    semantics: np.ndarray
+    latents: np.ndarray
+
+
 class OccGenPipeline(DiffusionPipeline):
     """Layout-conditioned occupancy generation: OccVAE (latent space) + OccDiT (denoiser) + a diffusers scheduler."""
 
@@ -155,7 +169,19 @@ class OccGenPipeline(DiffusionPipeline):
     # 3. a whole scene
 
     @torch.no_grad()
-    def __call__(
+    def __call__(self, layout, **kwargs) -> OccGenPipelineOutput:
+        """Generate every frame of a layout sequence [T, L, X, Y]; the keywords are `clips`'. The whole scene in memory:
+        a command writing a store takes `clips` one by one instead."""
+        num_frames = len(layout)
+        semantics = np.empty((num_frames, *self.vae.config.grid_shape), np.uint8)
+        latents = np.empty((num_frames, self.transformer.config.in_channels, *self.transformer.config.sample_size), np.float32)
+        clip_of_frame = np.zeros(num_frames, np.int64)
+        for clip in self.clips(layout, **kwargs):
+            semantics[clip.frames], latents[clip.frames], clip_of_frame[clip.frames] = clip.semantics, clip.latents, clip.index
+        return OccGenPipelineOutput(semantics=semantics, latents=latents, clip_of_frame=clip_of_frame)
+
+    @torch.no_grad()
+    def clips(
         self,
         layout,  # [T, L, X, Y] bool or float (numpy or torch)
         num_inference_steps: int = 50,
@@ -168,8 +194,9 @@ class OccGenPipeline(DiffusionPipeline):
         noise_prior_weight: float = 0.05,
         autocast: bool | None = None,
         progress: bool = True,
-    ) -> OccGenPipelineOutput:
-        """Generate every frame of a layout sequence; clips are chained as the module docstring says."""
+    ):
+        """Yield the scene's clips as they are generated (chained as the module docstring says), each a
+        GeneratedClip of the frames it adds; together they cover every frame once, in order."""
         device = self._execution_device
         layout = torch.as_tensor(np.asarray(layout) if not isinstance(layout, torch.Tensor) else layout)
         config = self.transformer.config
@@ -185,8 +212,6 @@ class OccGenPipeline(DiffusionPipeline):
         shape = (1, clip_frames, config.in_channels, *config.sample_size)
 
         latents = torch.zeros((num_frames, *shape[2:]), device=device)
-        semantics = np.empty((num_frames, *self.vae.config.grid_shape), np.uint8)
-        clip_of_frame = np.zeros(num_frames, np.int64)
         done = 0  # frames generated so far
         starts = clip_starts(num_frames, clip_frames, context_frames)
         for clip, start in enumerate(self.progress_bar(starts) if progress else starts):
@@ -199,7 +224,6 @@ class OccGenPipeline(DiffusionPipeline):
             clean = self.denoise(noise, latents[None, start:start + k], pooled[:, frames], clip_meta, num_inference_steps,
                                  guidance_scale, generator, autocast)
             latents[frames] = clean[0]
-            semantics[start + k:start + clip_frames] = self.decode(clean)[0, k:].cpu().numpy()
-            clip_of_frame[start + k:start + clip_frames] = clip
+            new = slice(start + k, start + clip_frames)
+            yield GeneratedClip(clip, new, self.decode(clean)[0, k:].cpu().numpy(), clean[0, k:].cpu().numpy())
             done = start + clip_frames
-        return OccGenPipelineOutput(semantics=semantics, latents=latents.cpu().numpy(), clip_of_frame=clip_of_frame)
