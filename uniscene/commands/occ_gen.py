@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import xarray as xr
-from tqdm import tqdm
 
 from uniscene.config import resolve_device
 from uniscene.errors import UserError
@@ -125,10 +124,11 @@ def main(args, config):
     with StoreWriter(args.out, template, stage=STAGE, config_subset=subset, inputs=inputs, seed=seed, frame_chunk=8,
                      num_frames=num_frames) as writer:
         start = time.perf_counter()
+        pipeline.set_progress_bar_config(desc=f"occ_gen {scene}", unit="clip", disable=False)
         clips = pipeline.clips(layout["layout"].values, num_inference_steps=steps, guidance_scale=guidance,
                                generator=torch.Generator().manual_seed(seed), meta=meta, noise_prior=noise_prior,
-                               noise_prior_weight=settings.noise_prior_weight, progress=False)
-        for clip in tqdm(clips, desc=f"occ_gen {scene}", unit="clip"):
+                               noise_prior_weight=settings.noise_prior_weight)
+        for clip in clips:
             observed = np.ones(clip.semantics.shape, bool)  # no sensor: every voxel counts as observed
             writer.append({"semantics": clip.semantics, "mask_lidar": observed, "mask_camera": observed,
                            "clip": np.full(len(clip.semantics), clip.index, np.int64), "timestamp_us": timestamp_us[clip.frames]})
