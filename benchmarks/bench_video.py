@@ -1,11 +1,14 @@
 """Benchmark the multi-view video model: seconds per 8-frame, 6-camera clip, peak memory, training throughput.
 
 With untrained weights (speed does not depend on them) and random conditions. Sizes: paper (256 x
-512 images, the paper UNet of ~246 M parameters + a ~9 M adapter, 8x autoencoder, 32 x 64 latents;
+512 images, the paper UNet of ~280 M parameters + a ~10 M adapter, 8x autoencoder, 32 x 64 latents;
 for GPUs), tiny (the default config's 96 x 160) and test (32 x 64, 2 frames: the CPU check of this
 script, tests/test_video_bench.py). For cross-view attention on and off it prints one JSON object per
 line (and appends it to --out):
 - params: parameters of the UNet, the adapter and the autoencoder;
+- flops: TFLOP of one clip's sampling (--steps guided steps, the adapter's condition encoding once), counted by
+  torch.utils.flop_counter on one conditional forward with attention through the math backend, so that its
+  matrix products count (device-independent; `--flops-only` stops there: the paper size on a CPU in ~1 min);
 - sample: seconds per clip of --steps DPM-Solver++ steps with classifier-free guidance (the
   network on conditional + unconditional in one batch of 2 x 6 cameras x F frames), without and
   with the autoencoder's decode of the clip's 6 x F images, peak GPU memory; eager, then under
@@ -69,6 +72,21 @@ def profile_ops(call, top: int = 25) -> list:
     return [("all operators", round(total, 1), 0)] + [(e.key[:80], round(e.self_device_time_total / 1e3, 2), e.count) for e in events[:top]]
 
 
+def clip_tflops(model: MultiViewVideoModel, shape: tuple, conditions: VideoConditions, steps: int) -> float:
+    """TFLOP of sampling one clip: `steps` guided steps (conditional + unconditional: two forwards of the clip's V x F
+    latents of `shape`), after encoding the conditions once."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample = torch.zeros(shape, device=conditions.semantic.device)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as encoding:
+            encoded = model.encode_conditions(conditions)
+        with FlopCounterMode(display=False) as forward:
+            model(sample, torch.tensor([500.0], device=sample.device), sample, encoded)
+    return (encoding.get_total_flops() + 2 * steps * forward.get_total_flops()) / 1e12
+
+
 def peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.startswith("cuda") else None
 
@@ -93,6 +111,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cross-view", choices=["both", "on", "off"], default="both")
     parser.add_argument("--profile", action="store_true", help="also record where one eager clip's sampling spends its GPU time")
+    parser.add_argument("--flops-only", action="store_true", help="print the parameters and FLOPs, time nothing")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     size = args.size or ("paper" if cuda else "tiny")
@@ -125,9 +144,15 @@ def main():
             count = lambda m: sum(p.numel() for p in m.parameters())
             params = {"unet": count(unet), "adapter": count(adapter), "vae": count(vae)}
             emit({"what": "params", "cross_view": cross_view, **params, "denoiser": params["unet"] + params["adapter"]})
+            model = MultiViewVideoModel(unet, adapter).to(args.device)
+            shape = (1, VIEWS, frames, vae.config.latent_channels, *latent_hw)
+            tflops = clip_tflops(model, shape, random_conditions(1, frames, size_hw, args.device), args.steps)
+            emit({"what": "flops", "cross_view": cross_view, "steps": args.steps, "tflop_per_clip": float(f"{tflops:.4g}")})
+            if args.flops_only:
+                continue
 
             # 1. training step (fp32 master weights, bf16 autocast on CUDA)
-            model = MultiViewVideoModel(unet, adapter).to(args.device).train()
+            model = model.train()
             model.gradient_checkpointing = size == "paper"
             settings = default_settings(VideoTraining, clip_frames=frames, context_frames=1)
             loss_fn = make_loss_fn(training_scheduler(), settings, torch.Generator().manual_seed(0))
@@ -157,7 +182,6 @@ def main():
                                               scheduler=sampler_scheduler(training_scheduler().config, "dpmsolver++"))
             pipeline.set_progress_bar_config(disable=True)
             conditions = random_conditions(1, frames, size_hw, args.device)
-            shape = (1, VIEWS, frames, vae.config.latent_channels, *latent_hw)
             noise = torch.randn(shape, device=args.device)
             context = torch.zeros(shape, device=args.device)
             variants = [("eager", None)] + ([("compiled", "default"), ("compiled, CUDA graphs", "reduce-overhead")] if compile_too else [])

@@ -17,5 +17,5 @@ def test_bench_video_runs_at_test_size(tmp_path):
     kinds = {record["what"]: record for record in records}
     assert "error" not in kinds, kinds.get("error")
     assert kinds["params"]["denoiser"] == kinds["params"]["unet"] + kinds["params"]["adapter"] > 0
-    assert kinds["train"]["clips_per_s"] > 0 and kinds["sample"]["seconds_per_clip"] > 0
+    assert kinds["train"]["clips_per_s"] > 0 and kinds["sample"]["seconds_per_clip"] > 0 and kinds["flops"]["tflop_per_clip"] > 0
     assert kinds["sample"]["cross_view"] is True and kinds["sample"]["steps"] == 1 and kinds["sample"]["frames"] == 2
