@@ -8,7 +8,8 @@ scores the held-out scenes (their true occupancy, Occ3D's metric inside mask_cam
 JSON object per line (and appends them to --out):
   {"what": "dataset", ...}   generation time, scenes, frames
   {"what": "occ_vae", ...}   per latent shape: compression ratio, mIoU, IoU, per-class IoU,
-                             training frames/s, steps, peak memory, encode + decode ms/frame
+                             training frames/s, steps, peak memory, encode + decode ms/frame, forward GFLOP
+                             a frame and the TFLOP/s the training sustained (three forwards a step)
 
     python benchmarks/bench_occ_vae.py --budget-s 90 --out $OUT/occ_vae.jsonl
     python benchmarks/bench_occ_vae.py --budget-s 5 --scenes 3 --duration-s 2 --model tiny   # a CPU smoke run
@@ -66,6 +67,18 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
 
+def forward_gflop_per_frame(model: OccVAE, grid: tuple, clip_frames: int, device: str) -> float:
+    """GFLOP of one frame through the VAE (encode, sample, decode) in a clip of `clip_frames`, counted by
+    torch.utils.flop_counter with attention through the math backend (so that its matrix products count)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clip = torch.zeros((1, clip_frames, *grid), dtype=torch.long, device=device)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(clip)
+    return counter.get_total_flops() / clip_frames / 1e9
+
+
 def run_one(name: str, sequences: tuple, settings: OccVAESettings, args, device: str, work: Path) -> dict:
     """Train one latent shape for the time budget and score it; returns its record."""
     train, val = sequences
@@ -105,6 +118,7 @@ def run_one(name: str, sequences: tuple, settings: OccVAESettings, args, device:
     summary = model_summary(model)
     shutil.rmtree(work / name, ignore_errors=True)
     frames_per_s = steps * settings.batch_size * settings.clip_frames / train_seconds
+    gflop = forward_gflop_per_frame(model, grid, settings.clip_frames, device)
     return {
         "what": "occ_vae", "device": device_name(device), "latent": name, "model": settings.model,
         "compression_ratio": summary["compression_ratio"], "parameters": summary["parameters"],
@@ -112,6 +126,8 @@ def run_one(name: str, sequences: tuple, settings: OccVAESettings, args, device:
         "train_frames": sum(s.num_frames for s in train), "val_frames": result["frames"],
         "budget_s": args.budget_s, "steps": steps, "batch_clips": settings.batch_size, "clip_frames": settings.clip_frames,
         "train_seconds": round(train_seconds, 1), "train_frames_per_s": round(frames_per_s, 1),
+        # a training step's work taken as three forwards (the backward about two): what the device sustained
+        "forward_gflop_per_frame": round(gflop, 1), "train_tflop_per_s_est": round(3 * gflop * frames_per_s / 1e3, 1),
         "epochs": round(steps * settings.batch_size / max(1, sum(s.num_frames - settings.clip_frames + 1 for s in train)), 2),
         "peak_memory_gib": round(peak, 2) if peak is not None else None,
         "miou": result["miou"], "iou_geometric": result["iou_geometric"], "iou_per_class": result["iou_per_class"],
