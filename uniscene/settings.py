@@ -15,7 +15,7 @@ uniscene.config fills them in):
 
 Checks that the schema cannot say go in `__post_init__`.
 
-A class may take only some of a section's keys (LidarSettings trains, LidarSampling samples);
+A class may take only some of a section's keys (LidarSettings trains, LidarCasting casts, LidarSampling samples);
 the others are left to the classes that read them. A key that neither the class nor the
 schema knows is an error naming it.
 """

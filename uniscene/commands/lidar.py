@@ -20,7 +20,7 @@ from uniscene.grid import OccGrid
 from uniscene.models.lidar.beams import beam_pattern
 from uniscene.models.lidar.inputs import load_scene_inputs
 from uniscene.models.lidar.pipeline import METHODS, LidarPipeline, sweeps_from_range_images
-from uniscene.models.lidar.settings import LidarSampling
+from uniscene.models.lidar.settings import LidarCasting, LidarSampling
 from uniscene.store import atomic_directory, open_store, write_store
 
 STAGE = "lidar"
@@ -67,8 +67,9 @@ def config_stage(args) -> str:
 
 def main(args, config):
     learned = args.method == "learned"
+    cast_batch = LidarCasting.from_config(config).cast_batch
     ray_drop = LidarSampling.from_config(config).ray_drop if learned else None
-    seed = int(config["seed"]) if learned else None
+    seed = int(config["seed"]) if learned else None  # the baseline's stage holds no seed: its store records none
     grid, pattern, device = OccGrid.from_config(config), beam_pattern(config), resolve_device(config)
     pipeline = LidarPipeline.from_pretrained(args.model, grid, pattern, device)
     inputs = load_scene_inputs(args.frames, args.occupancy, grid)
@@ -77,7 +78,7 @@ def main(args, config):
 
     start = time.perf_counter()
     output = pipeline(inputs.semantics, inputs.ego_from_sensor, method=args.method, ray_drop=ray_drop,
-                      batch_frames=int(config["lidar"]["cast_batch"]), seed=seed or 0, device=device, progress=f"lidar {scene}")
+                      batch_frames=cast_batch, seed=seed if learned else 0, device=device, progress=f"lidar {scene}")
     seconds = time.perf_counter() - start
     points, offsets = sweeps_from_range_images(output.range_images(), pattern)
     frames = len(inputs.timestamp_us)

@@ -128,13 +128,14 @@ def main(args, config):
         clips = pipeline.clips(layout["layout"].values, num_inference_steps=steps, guidance_scale=guidance,
                                generator=torch.Generator().manual_seed(seed), meta=meta, noise_prior=noise_prior,
                                noise_prior_weight=settings.noise_prior_weight)
+        count = 0  # clips generated
         for clip in clips:
+            count += 1
             observed = np.ones(clip.semantics.shape, bool)  # no sensor: every voxel counts as observed
             writer.append({"semantics": clip.semantics, "mask_lidar": observed, "mask_camera": observed,
                            "clip": np.full(len(clip.semantics), clip.index, np.int64), "timestamp_us": timestamp_us[clip.frames]})
             preview.update({t: clip.semantics[t - clip.frames.start] for t in previewed if clip.frames.start <= t < clip.frames.stop})
         seconds = time.perf_counter() - start
-        count = clip.index + 1  # clips generated
         writer.attrs.update(generate_seconds=round(seconds, 3), seconds_per_clip=round(seconds / count, 4))
     print(f"occ_gen {scene}: {num_frames} frames in {count} clips with {sampler} x {steps} steps, guidance {guidance}, on {device} "
           f"in {seconds:.1f} s ({seconds / count:.2f} s per clip, the store's writes overlapped)")

@@ -1,7 +1,8 @@
-"""The `lidar:` config section: what training reads (LidarSettings) and what sampling reads (LidarSampling).
+"""The `lidar:` config section: what training reads (LidarSettings), what casting sweeps reads (LidarCasting) and
+what the learned method's sampling adds (LidarSampling).
 
-Two classes, so that a change to how sweeps are sampled (lidar.ray_drop) never retrains the
-model. Meanings and defaults: uniscene/schemas/config.schema.yaml.
+Apart, so that a change to how sweeps are sampled (lidar.ray_drop) never retrains the model nor
+recasts the ray-cast baseline. Meanings and defaults: uniscene/schemas/config.schema.yaml.
 """
 
 from dataclasses import dataclass, fields
@@ -28,10 +29,18 @@ class LidarSettings(Settings):
 
 
 @dataclass(frozen=True)
+class LidarCasting(Settings):
+    """Sweeps cast through occupancy: both methods, the learned one and the ray-cast baseline."""
+
+    SECTION = "lidar"
+
+    cast_batch: int
+
+
+@dataclass(frozen=True)
 class LidarSampling(Settings):
-    """Sweeps from a trained model."""
+    """The learned method's draw (the ray-cast baseline draws nothing)."""
 
     SECTION = "lidar"
 
     ray_drop: str  # threshold: dropped where p > 0.5; sample: each ray drops with its predicted probability (seeded)
-    cast_batch: int
